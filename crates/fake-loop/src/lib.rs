@@ -1,1 +1,409 @@
-pub fn placeholder() {}
+//! A fake of the Loop Subscriptions Admin API (`/admin/2023-10`, `/admin/2026-04`),
+//! served over real HTTP on 127.0.0.1 for integration tests, demos and benchmarks.
+//!
+//! Data is generated deterministically from a seed. Paging is offset based and computed
+//! on the current data at request time, so records changed between page requests move
+//! exactly like they do on the real API. Faults, rate limits and mid-sync mutations can
+//! be injected through the Rust API or the `/_control/*` HTTP endpoints.
+
+mod data;
+mod server;
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use data::{Data, Stream};
+pub use server::FakeServer;
+
+/// Order in which list endpoints return records. Ties are broken by id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum PageOrder {
+    #[default]
+    Id,
+    UpdatedAsc,
+    UpdatedDesc,
+}
+
+/// How `*StartEpoch` / `*EndEpoch` filters compare.
+///
+/// `Inclusive`: `floor(t_seconds)` in `[start, end]`.
+/// `Exclusive`: `start*1000 < t_ms < end*1000`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterBounds {
+    #[default]
+    Inclusive,
+    Exclusive,
+}
+
+/// Whether a 429 carries a `Retry-After` header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryAfter {
+    Always,
+    Never,
+    /// Every other 429 (the 1st, 3rd, ...) carries it.
+    #[default]
+    Sometimes,
+}
+
+/// How many records of each stream to generate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counts {
+    pub subscriptions: usize,
+    pub orders: usize,
+    pub customers: usize,
+    pub products: usize,
+    pub activity_logs: usize,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts {
+            subscriptions: 500,
+            orders: 800,
+            customers: 200,
+            products: 30,
+            activity_logs: 1000,
+        }
+    }
+}
+
+/// Configuration of a fake server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FakeConfig {
+    pub seed: u64,
+    pub counts: Counts,
+    pub token: String,
+    pub page_order: PageOrder,
+    pub filter_bounds: FilterBounds,
+    /// Per-endpoint limits as Loop: subscription 2 req/3 s, order 2/3 s, activityLog
+    /// 2/3 s, customer 1/s, product 6/s (subscription detail 5/s).
+    pub rate_limits: bool,
+    /// Multiplies every limit interval (0.01 = 100x faster).
+    pub rate_scale: f64,
+    pub retry_after: RetryAfter,
+    /// This many subscriptions AND this many orders share one updatedAt second.
+    pub hot_second_records: usize,
+    /// ~1 in 20 timestamps use other valid ISO 8601 forms.
+    pub messy_timestamps: bool,
+    /// Generated createdAt/updatedAt lie in the 2 years before this instant.
+    pub data_end: DateTime<Utc>,
+}
+
+impl Default for FakeConfig {
+    fn default() -> Self {
+        let now = Utc::now().timestamp_millis();
+        let end = now - now.rem_euclid(1000) - data::HOUR_MS;
+        FakeConfig {
+            seed: 42,
+            counts: Counts::default(),
+            token: "fake-token".to_string(),
+            page_order: PageOrder::Id,
+            filter_bounds: FilterBounds::Inclusive,
+            rate_limits: false,
+            rate_scale: 1.0,
+            retry_after: RetryAfter::Sometimes,
+            hot_second_records: 70,
+            messy_timestamps: false,
+            data_end: DateTime::<Utc>::from_timestamp_millis(end).unwrap_or_else(Utc::now),
+        }
+    }
+}
+
+/// A fault to inject; each matching API request consumes one of `times`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// Endpoint path such as `/subscription` (a version prefix is ignored); `None` =
+    /// any API path.
+    #[serde(default)]
+    pub path: Option<String>,
+    pub kind: FaultKind,
+    #[serde(default = "one")]
+    pub times: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// That HTTP status with the error envelope.
+    Status(u16),
+    /// 429 with the error envelope, and `Retry-After` when given.
+    RateLimited { retry_after_secs: Option<u64> },
+    /// The TCP connection is reset without any response.
+    ConnectionReset,
+    /// `Content-Length` larger than the bytes sent, then the connection closes.
+    TruncatedBody,
+    /// Sleep, then answer normally.
+    Slow { millis: u64 },
+    /// 502 with a text/html body.
+    HtmlErrorPage,
+    /// 200 with `{"success":false,"message":"Internal error","data":{}}`.
+    SuccessFalse,
+    /// 200 with a JSON body cut in the middle (consistent Content-Length).
+    MalformedJson,
+}
+
+/// A change to the data. Stream names: subscriptions, orders, customers, products,
+/// activity_logs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mutation {
+    /// `count` random existing records get a new version (updatedAt = now, a field
+    /// changed). On activity_logs (append-only) this appends `count` new logs.
+    Touch { stream: String, count: usize },
+    /// Those records (by `id`; by `shopifyId` for products) get a new version.
+    TouchIds { stream: String, ids: Vec<i64> },
+    /// New records with createdAt = updatedAt = now.
+    Create { stream: String, count: usize },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Requests per API path (e.g. `/subscription`), whatever the answer.
+    pub requests: BTreeMap<String, u64>,
+    /// Successful list/detail responses.
+    pub pages_served: u64,
+    /// 429 answers (rate limiter and injected `RateLimited` faults).
+    pub rate_limited: u64,
+    pub faults_served: u64,
+    pub unauthorized: u64,
+}
+
+/// Normalises `/admin/2023-10/subscription`, `subscription` or `/subscription` to
+/// `/subscription`.
+pub(crate) fn norm_path(p: &str) -> String {
+    let p = p.trim_end_matches('/');
+    let p = match p
+        .strip_prefix("/admin/")
+        .or_else(|| p.strip_prefix("admin/"))
+    {
+        Some(rest) => rest.split_once('/').map_or("", |x| x.1),
+        None => p.trim_start_matches('/'),
+    };
+    format!("/{p}")
+}
+
+pub(crate) struct Scheduled {
+    path: String,
+    at: u64,
+    m: Mutation,
+}
+
+pub(crate) struct Recurring {
+    path: String,
+    base: u64,
+    every: u64,
+    m: Mutation,
+}
+
+pub(crate) struct Control {
+    token: String,
+    faults: Vec<Fault>,
+    scheduled: Vec<Scheduled>,
+    recurring: Vec<Recurring>,
+    stats: Stats,
+    /// GCRA theoretical arrival time per endpoint.
+    limiters: BTreeMap<String, std::time::Instant>,
+    limited_count: u64,
+}
+
+pub(crate) struct Shared {
+    cfg: FakeConfig,
+    data: RwLock<Data>,
+    ctl: Mutex<Control>,
+}
+
+impl Shared {
+    fn new(cfg: FakeConfig) -> Shared {
+        let data = Data::generate(&cfg);
+        Shared {
+            ctl: Mutex::new(Control {
+                token: cfg.token.clone(),
+                faults: Vec::new(),
+                scheduled: Vec::new(),
+                recurring: Vec::new(),
+                stats: Stats::default(),
+                limiters: BTreeMap::new(),
+                limited_count: 0,
+            }),
+            data: RwLock::new(data),
+            cfg,
+        }
+    }
+
+    fn ctl(&self) -> std::sync::MutexGuard<'_, Control> {
+        self.ctl.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn data_read(&self) -> std::sync::RwLockReadGuard<'_, Data> {
+        self.data.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn data_write(&self) -> std::sync::RwLockWriteGuard<'_, Data> {
+        self.data.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn records(&self, stream: &str) -> Option<Vec<serde_json::Value>> {
+        let s = Stream::from_name(stream)?;
+        Some(self.data_read().records(s))
+    }
+
+    fn mutate(&self, m: &Mutation) -> Vec<serde_json::Value> {
+        let now = Utc::now().timestamp_millis();
+        self.data_write().apply(m, now)
+    }
+
+    fn schedule(&self, after_requests: u64, path: &str, m: Mutation) {
+        let path = norm_path(path);
+        let mut c = self.ctl();
+        let cur = c.stats.requests.get(&path).copied().unwrap_or(0);
+        c.scheduled.push(Scheduled {
+            path,
+            at: cur + after_requests + 1,
+            m,
+        });
+    }
+
+    fn mutate_every(&self, path: &str, every: u64, m: Mutation) {
+        let path = norm_path(path);
+        let mut c = self.ctl();
+        let base = c.stats.requests.get(&path).copied().unwrap_or(0);
+        c.recurring.push(Recurring {
+            path,
+            base,
+            every: every.max(1),
+            m,
+        });
+    }
+
+    fn inject(&self, mut f: Fault) {
+        f.path = f.path.map(|p| norm_path(&p));
+        if f.times > 0 {
+            self.ctl().faults.push(f);
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        self.ctl().stats.clone()
+    }
+
+    fn set_token(&self, t: &str) {
+        self.ctl().token = t.to_string();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn norm_paths() {
+        assert_eq!(norm_path("/subscription"), "/subscription");
+        assert_eq!(norm_path("subscription"), "/subscription");
+        assert_eq!(norm_path("/admin/2023-10/order"), "/order");
+        assert_eq!(norm_path("/activityLog/"), "/activityLog");
+    }
+
+    #[test]
+    fn serde_shapes() {
+        let m: Mutation =
+            serde_json::from_str(r#"{"touch":{"stream":"subscriptions","count":5}}"#).unwrap();
+        assert_eq!(
+            m,
+            Mutation::Touch {
+                stream: "subscriptions".into(),
+                count: 5
+            }
+        );
+        let f: Fault =
+            serde_json::from_str(r#"{"path":"/order","kind":{"status":503},"times":2}"#).unwrap();
+        assert_eq!(f.kind, FaultKind::Status(503));
+        let f: Fault = serde_json::from_str(r#"{"kind":"connection_reset"}"#).unwrap();
+        assert_eq!(
+            (f.path, f.kind, f.times),
+            (None, FaultKind::ConnectionReset, 1)
+        );
+    }
+
+    fn small() -> FakeConfig {
+        FakeConfig {
+            counts: Counts {
+                subscriptions: 300,
+                orders: 400,
+                customers: 50,
+                products: 10,
+                activity_logs: 300,
+            },
+            ..FakeConfig::default()
+        }
+    }
+
+    #[test]
+    fn deterministic_and_consistent() {
+        let cfg = small();
+        let a = Shared::new(cfg.clone());
+        let b = Shared::new(cfg.clone());
+        let subs = a.records("subscriptions").unwrap();
+        assert_eq!(subs, b.records("subscriptions").unwrap());
+        assert_eq!(subs.len(), 300);
+        let end = cfg.data_end.timestamp_millis();
+        let mut hot = BTreeMap::<i64, usize>::new();
+        for s in &subs {
+            let c = data::parse_ts(s["createdAt"].as_str().unwrap()).unwrap();
+            let u = data::parse_ts(s["updatedAt"].as_str().unwrap()).unwrap();
+            assert!(u >= c, "{s}");
+            assert!(u <= end && c >= end - 731 * data::DAY_MS);
+            *hot.entry(u.div_euclid(1000)).or_default() += 1;
+            match s["status"].as_str().unwrap() {
+                "PAUSED" => assert!(s["pausedAt"].is_string()),
+                "CANCELLED" => assert!(s["cancelledAt"].is_string()),
+                _ => assert!(s["pausedAt"].is_null() && s["cancelledAt"].is_null()),
+            }
+        }
+        assert!(hot.values().any(|&n| n >= 70));
+        let orders = a.records("orders").unwrap();
+        assert_eq!(orders.len(), 400);
+        for o in &orders {
+            assert_eq!(o["shopifyId"].is_null(), o["status"] != "PAID");
+        }
+        let products = a.records("products").unwrap();
+        assert!(products.iter().all(|p| p.get("id").is_none()));
+    }
+
+    #[test]
+    fn mutations() {
+        let s = Shared::new(small());
+        let out = s.mutate(&Mutation::Touch {
+            stream: "subscriptions".into(),
+            count: 3,
+        });
+        assert_eq!(out.len(), 3);
+        let now = Utc::now().timestamp_millis();
+        for v in &out {
+            let u = data::parse_ts(v["updatedAt"].as_str().unwrap()).unwrap();
+            assert!((now - u).abs() < 5_000);
+        }
+        let created = s.mutate(&Mutation::Create {
+            stream: "activity_logs".into(),
+            count: 2,
+        });
+        assert_eq!(created.len(), 2);
+        assert_eq!(s.records("activity_logs").unwrap().len(), 302);
+        let ids = s.mutate(&Mutation::TouchIds {
+            stream: "orders".into(),
+            ids: vec![50_000, 1],
+        });
+        assert_eq!(ids.len(), 1);
+    }
+}

@@ -1,1 +1,18 @@
+//! Receiver for Loop Subscriptions webhooks: verifies `X-Loop-Signature`, journals every
+//! verified delivery durably in SQLite (group commit, acknowledged only after commit),
+//! deduplicates by webhook id, tracks the newest version of each subscription and
+//! order, and exposes health, readiness and Prometheus metrics.
+//!
+//! - [`signature`]: HMAC-SHA256 verification (hex/base64, rotation, constant time).
+//! - [`journal`]: the SQLite journal, its writer thread and a read-only reader.
+//! - [`server`]: the axum HTTP server.
+//! - [`metrics`]: the Prometheus registry.
 
+pub mod journal;
+pub mod metrics;
+pub mod server;
+pub mod signature;
+
+pub use journal::{Journal, JournalError, JournalReader, StoredEvent};
+pub use server::{bind, serve, ServerConfig};
+pub use signature::{Encoding, Secret};

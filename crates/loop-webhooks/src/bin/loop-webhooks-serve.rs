@@ -1,0 +1,71 @@
+//! Runs the webhook receiver on its own, for benchmarks and tests. The product's
+//! entrypoint is `source-loop serve`; this binary takes only flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use loop_webhooks::server::{self, ServerConfig};
+use loop_webhooks::signature::{Encoding, Secret};
+
+#[derive(Parser)]
+#[command(
+    name = "loop-webhooks-serve",
+    about = "Serve the Loop webhook receiver (standalone)"
+)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port; the log line shows it).
+    #[arg(long, default_value = server::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// SQLite journal file (created if missing).
+    #[arg(long)]
+    journal: PathBuf,
+    /// Webhook secret; repeat for several webhooks or rotation.
+    #[arg(
+        long,
+        required = true,
+        env = "LOOP_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    secret: Vec<String>,
+    /// Signature encoding: auto, hex or base64.
+    #[arg(long, default_value = "auto")]
+    encoding: Encoding,
+    /// Path of the webhook endpoint.
+    #[arg(long, default_value = server::DEFAULT_PATH)]
+    path: String,
+    /// Largest accepted body in bytes.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Print each accepted event as a JSON line on stdout.
+    #[arg(long)]
+    emit: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loop-webhooks-serve: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = ServerConfig {
+        listen: args.listen,
+        path: args.path,
+        secrets: args.secret.into_iter().map(Secret::new).collect(),
+        encoding: args.encoding,
+        max_body_bytes: args.max_body_bytes,
+        journal_path: args.journal,
+        emit: args.emit,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(server::serve(cfg, server::shutdown_signal()))
+}

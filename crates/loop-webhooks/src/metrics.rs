@@ -1,0 +1,153 @@
+//! Prometheus metrics of the receiver, in a registry of its own so an embedding binary
+//! can serve or merge them as it likes.
+
+use prometheus::{
+    Encoder as _, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every value of the `reason` label of `loop_webhooks_rejected_total`.
+pub const REJECT_REASONS: [&str; 6] = [
+    "bad_signature",
+    "missing_signature",
+    "too_large",
+    "bad_json",
+    "missing_header",
+    "journal_error",
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub received: IntCounter,
+    pub verified: IntCounter,
+    pub rejected: IntCounterVec,
+    pub duplicates: IntCounter,
+    pub unknown_topic: IntCounter,
+    pub stale: IntCounter,
+    pub journal_events: IntGauge,
+    pub journal_bytes: IntGauge,
+    pub last_event_age_seconds: Gauge,
+    pub ack_seconds: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let received = counter(
+            "loop_webhooks_received_total",
+            "Webhook POSTs received, before any check.",
+        );
+        let verified = counter(
+            "loop_webhooks_verified_total",
+            "Deliveries whose signature verified.",
+        );
+        let duplicates = counter(
+            "loop_webhooks_duplicates_total",
+            "Verified deliveries whose webhook id was already journaled.",
+        );
+        let unknown_topic = counter(
+            "loop_webhooks_unknown_topic_total",
+            "Journaled deliveries whose topic is not a documented Loop topic.",
+        );
+        let stale = counter(
+            "loop_webhooks_stale_total",
+            "Journaled deliveries older than the newest known version of their entity.",
+        );
+        let journal_events = gauge("loop_webhooks_journal_events", "Events in the journal.");
+        let journal_bytes = gauge(
+            "loop_webhooks_journal_bytes",
+            "Size of the journal files (database and WAL) in bytes.",
+        );
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "loop_webhooks_rejected_total",
+                "Deliveries answered with an error, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(rejected.clone()))
+            .expect("unique metric");
+        for reason in REJECT_REASONS {
+            rejected.with_label_values(&[reason]);
+        }
+        let last_event_age_seconds = Gauge::new(
+            "loop_webhooks_last_event_age_seconds",
+            "Seconds since the newest journaled delivery was received; -1 when the journal is empty.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(last_event_age_seconds.clone()))
+            .expect("unique metric");
+        let ack_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "loop_webhooks_ack_seconds",
+                "Time from request arrival to the 2xx answer of verified deliveries.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(ack_seconds.clone()))
+            .expect("unique metric");
+        Metrics {
+            registry,
+            received,
+            verified,
+            rejected,
+            duplicates,
+            unknown_topic,
+            stale,
+            journal_events,
+            journal_bytes,
+            last_event_age_seconds,
+            ack_seconds,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn reject(&self, reason: &str) {
+        self.rejected.with_label_values(&[reason]).inc();
+    }
+
+    /// The registry in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding gathered families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

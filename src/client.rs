@@ -1,0 +1,568 @@
+//! The Loop Admin API client: auth, envelope, pacing, retries and error classes.
+//!
+//! Every endpoint has its own `governor` limiter at Loop's documented pace (times the
+//! configured share of the store-wide pool). A 429 blocks the endpoint for `Retry-After`
+//! (or an exponential backoff with jitter) and slows its limiter down; successes speed it
+//! back up towards the configured pace.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::config::{Config, RetryPolicy};
+use crate::event::{Event, FailureType, Level};
+
+/// Where to send progress/log lines.
+pub type Sink = tokio::sync::mpsc::Sender<Event>;
+
+pub async fn log(sink: &Sink, level: Level, message: impl Into<String>) {
+    let _ = sink
+        .send(Event::Log {
+            level,
+            message: message.into(),
+        })
+        .await;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Loop rejected the API token (HTTP {status} on {path}): check `api_token` — create or copy a token in Loop admin → Settings → API tokens with read access to this resource")]
+    Unauthorized { status: u16, path: String },
+    #[error("HTTP 404 on {path}: this endpoint does not exist at the configured `base_url`{hint}")]
+    NotFound { path: String, hint: String },
+    #[error("Loop refused the request to {path} as invalid (HTTP {status}: {message})")]
+    Rejected {
+        status: u16,
+        path: String,
+        message: String,
+    },
+    #[error("gave up on {path} page {page} after {attempts} attempts over {elapsed_s:.0}s; last problem: {last}. Loop may be down or rate limiting this store; try again later (the last STATE is safe to resume from)")]
+    Exhausted {
+        path: String,
+        page: u32,
+        attempts: u32,
+        elapsed_s: f64,
+        last: String,
+    },
+}
+
+impl ApiError {
+    pub fn failure_type(&self) -> FailureType {
+        match self {
+            ApiError::Unauthorized { .. } | ApiError::NotFound { .. } => FailureType::Config,
+            ApiError::Rejected { .. } => FailureType::System,
+            ApiError::Exhausted { .. } => FailureType::Transient,
+        }
+    }
+}
+
+/// One page of a list endpoint.
+#[derive(Debug)]
+pub struct Page {
+    pub records: Vec<Value>,
+    pub has_next: bool,
+    /// The server's clock at the response (HTTP `Date`), to reason about skew.
+    pub server_date: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    pub requests: AtomicU64,
+    pub pages: AtomicU64,
+    pub retries: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub wait_ms: AtomicU64,
+}
+
+impl ClientStats {
+    pub fn get(&self, c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+struct Pace {
+    base: Duration,
+    slowdown: f64,
+    successes: u32,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    blocked_until: Option<Instant>,
+}
+
+fn limiter_for(interval: Duration) -> Arc<DefaultDirectRateLimiter> {
+    let interval = interval.max(Duration::from_micros(1));
+    let quota = Quota::with_period(interval)
+        .expect("non-zero period")
+        .allow_burst(NonZeroU32::new(1).expect("1"));
+    Arc::new(RateLimiter::direct(quota))
+}
+
+/// Per-endpoint adaptive pacing.
+struct Endpoint {
+    pace: Mutex<Pace>,
+    stats: ClientStats,
+}
+
+impl Endpoint {
+    fn new(interval: Duration) -> Self {
+        Endpoint {
+            pace: Mutex::new(Pace {
+                base: interval,
+                slowdown: 1.0,
+                successes: 0,
+                limiter: limiter_for(interval),
+                blocked_until: None,
+            }),
+            stats: ClientStats::default(),
+        }
+    }
+
+    async fn acquire(&self) {
+        let started = Instant::now();
+        loop {
+            let (limiter, blocked) = {
+                let p = self.pace.lock().expect("pace lock");
+                (p.limiter.clone(), p.blocked_until)
+            };
+            if let Some(until) = blocked {
+                let now = Instant::now();
+                if until > now {
+                    tokio::time::sleep(until - now).await;
+                    continue;
+                }
+            }
+            limiter.until_ready().await;
+            break;
+        }
+        self.stats
+            .wait_ms
+            .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn on_success(&self) {
+        let mut p = self.pace.lock().expect("pace lock");
+        p.successes += 1;
+        if p.slowdown > 1.0 && p.successes >= 20 {
+            p.successes = 0;
+            p.slowdown = (p.slowdown / 1.1).max(1.0);
+            p.limiter = limiter_for(p.base.mul_f64(p.slowdown));
+        }
+    }
+
+    fn on_rate_limited(&self, wait: Duration) {
+        let mut p = self.pace.lock().expect("pace lock");
+        p.successes = 0;
+        p.slowdown = (p.slowdown * 1.25).min(8.0);
+        p.limiter = limiter_for(p.base.mul_f64(p.slowdown));
+        let until = Instant::now() + wait;
+        if p.blocked_until.is_none_or(|b| b < until) {
+            p.blocked_until = Some(until);
+        }
+    }
+}
+
+/// Why an attempt failed and whether it may be retried.
+enum Attempt {
+    Retry {
+        reason: String,
+        wait: Option<Duration>,
+    },
+    Fatal(ApiError),
+}
+
+pub struct LoopClient {
+    http: reqwest::Client,
+    base_url: String,
+    page_size: u32,
+    retry: RetryPolicy,
+    endpoints: HashMap<String, Endpoint>,
+    default_interval: Duration,
+    pub stats: ClientStats,
+}
+
+impl LoopClient {
+    pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
+        let mut headers = HeaderMap::new();
+        let mut token = HeaderValue::from_str(config.api_token.expose())
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid-token-characters"));
+        token.set_sensitive(true);
+        headers.insert("X-Loop-Token", token);
+        headers.insert("Accept", HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("source-loop/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.request_timeout)
+            .connect_timeout(Duration::from_secs(15))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        let mut endpoints = HashMap::new();
+        for (name, _) in config.rate_limits.iter() {
+            endpoints.insert(
+                name.clone(),
+                Endpoint::new(config.rate_limit(name).interval()),
+            );
+        }
+        for ep in [
+            "subscription",
+            "order",
+            "customer",
+            "product",
+            "activityLog",
+        ] {
+            endpoints
+                .entry(ep.to_string())
+                .or_insert_with(|| Endpoint::new(config.rate_limit(ep).interval()));
+        }
+        Ok(LoopClient {
+            http,
+            base_url: config.base_url.clone(),
+            page_size: config.page_size,
+            retry: config.retry.clone(),
+            endpoints,
+            default_interval: config.rate_limit("subscription").interval(),
+            stats: ClientStats::default(),
+        })
+    }
+
+    pub fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
+    /// Total requests, 429s and pacing waits for one endpoint.
+    pub fn endpoint_stats(&self, endpoint: &str) -> (u64, u64, u64) {
+        self.endpoints
+            .get(endpoint)
+            .map(|e| {
+                (
+                    e.stats.get(&e.stats.requests),
+                    e.stats.get(&e.stats.rate_limited),
+                    e.stats.get(&e.stats.wait_ms),
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    fn url_path(&self, endpoint: &str) -> String {
+        let base_path = reqwest::Url::parse(&self.base_url)
+            .map(|u| u.path().trim_end_matches('/').to_string())
+            .unwrap_or_default();
+        format!("{base_path}/{endpoint}")
+    }
+
+    /// GET one page, retrying what is transient. `params` are extra query parameters.
+    pub async fn get_page(
+        &self,
+        endpoint: &str,
+        params: &[(&str, String)],
+        page_no: u32,
+        sink: &Sink,
+    ) -> Result<Page, ApiError> {
+        let ep = self.endpoints.get(endpoint);
+        let fallback;
+        let ep = match ep {
+            Some(e) => e,
+            None => {
+                fallback = Endpoint::new(self.default_interval);
+                &fallback
+            }
+        };
+        let url = format!("{}/{}", self.base_url, endpoint);
+        let path = self.url_path(endpoint);
+        let mut query: Vec<(&str, String)> = vec![
+            ("pageNo", page_no.to_string()),
+            ("pageSize", self.page_size.to_string()),
+        ];
+        query.extend(params.iter().cloned());
+
+        let started = Instant::now();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            ep.acquire().await;
+            ep.stats.requests.fetch_add(1, Ordering::Relaxed);
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let outcome = self.attempt(&url, &path, &query).await;
+            let (reason, wait) = match outcome {
+                Ok(page) => {
+                    ep.on_success();
+                    ep.stats.pages.fetch_add(1, Ordering::Relaxed);
+                    self.stats.pages.fetch_add(1, Ordering::Relaxed);
+                    return Ok(page);
+                }
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry { reason, wait }) => (reason, wait),
+            };
+            let backoff = self.backoff(attempt);
+            let is_429 = wait.is_some() || reason.starts_with("HTTP 429");
+            let wait = match wait {
+                Some(w) => w.min(Duration::from_secs(600)),
+                None => backoff,
+            };
+            if is_429 {
+                ep.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                ep.on_rate_limited(wait);
+            }
+            let elapsed = started.elapsed();
+            if attempt >= self.retry.max_attempts || elapsed + wait > self.retry.max_elapsed {
+                return Err(ApiError::Exhausted {
+                    path,
+                    page: page_no,
+                    attempts: attempt,
+                    elapsed_s: elapsed.as_secs_f64(),
+                    last: reason,
+                });
+            }
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            log(
+                sink,
+                Level::Warn,
+                format!(
+                    "{path} page {page_no}: {reason}; retry {attempt}/{} in {:.1}s",
+                    self.retry.max_attempts - 1,
+                    wait.as_secs_f64()
+                ),
+            )
+            .await;
+            if !is_429 {
+                tokio::time::sleep(wait).await;
+            }
+            // a 429 blocks the whole endpoint until `wait` has passed (acquire() waits)
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .retry
+            .initial_backoff
+            .saturating_mul(1u32 << (attempt - 1).min(20));
+        let capped = exp.min(self.retry.max_backoff);
+        // full jitter between 50% and 100%
+        let jitter = 0.5 + rand::random::<f64>() * 0.5;
+        capped.mul_f64(jitter)
+    }
+
+    async fn attempt(
+        &self,
+        url: &str,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Page, Attempt> {
+        let resp = match self.http.get(url).query(query).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(Attempt::Retry {
+                    reason: describe_reqwest(&e),
+                    wait: None,
+                })
+            }
+        };
+        let status = resp.status();
+        let server_date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| DateTime::parse_from_rfc2822(s).ok())
+            .map(|d| d.with_timezone(&Utc));
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let is_html = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.contains("html"));
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(Attempt::Retry {
+                    reason: format!(
+                        "HTTP {}: body cut short ({})",
+                        status.as_u16(),
+                        describe_reqwest(&e)
+                    ),
+                    wait: None,
+                })
+            }
+        };
+        let message = || error_message(&body);
+        match status {
+            s if s.is_success() => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(Attempt::Fatal(ApiError::Unauthorized {
+                    status: status.as_u16(),
+                    path: path.to_string(),
+                }))
+            }
+            StatusCode::NOT_FOUND => {
+                let hint = if path.contains("2026-04") && path.ends_with("/order") {
+                    "; `/order` is not available on API version 2026-04 — use a 2023-10 `base_url` (…/admin/2023-10) or deselect the `orders` stream".to_string()
+                } else {
+                    "; check the API version in `base_url` (…/admin/2023-10) or deselect this stream".to_string()
+                };
+                return Err(Attempt::Fatal(ApiError::NotFound {
+                    path: path.to_string(),
+                    hint,
+                }));
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                return Err(Attempt::Retry {
+                    reason: "HTTP 429 rate limited".to_string(),
+                    wait: Some(
+                        retry_after
+                            .unwrap_or_else(|| self.backoff(1).max(Duration::from_millis(1))),
+                    ),
+                })
+            }
+            StatusCode::REQUEST_TIMEOUT => {
+                return Err(Attempt::Retry {
+                    reason: "HTTP 408 request timeout".into(),
+                    wait: None,
+                })
+            }
+            s if s.is_server_error() => {
+                return Err(Attempt::Retry {
+                    reason: format!(
+                        "HTTP {}{}",
+                        s.as_u16(),
+                        if is_html {
+                            " (HTML error page)".to_string()
+                        } else {
+                            format!(": {}", message())
+                        }
+                    ),
+                    wait: None,
+                })
+            }
+            s => {
+                return Err(Attempt::Fatal(ApiError::Rejected {
+                    status: s.as_u16(),
+                    path: path.to_string(),
+                    message: message(),
+                }))
+            }
+        }
+        let value: Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(Attempt::Retry {
+                    reason: if is_html {
+                        "HTTP 200 with an HTML page instead of JSON".to_string()
+                    } else {
+                        format!("malformed JSON page ({e})")
+                    },
+                    wait: None,
+                })
+            }
+        };
+        if value.get("success").and_then(Value::as_bool) == Some(false) {
+            return Err(Attempt::Retry {
+                reason: format!("Loop answered success=false: {}", message()),
+                wait: None,
+            });
+        }
+        let records = match value.get("data") {
+            Some(Value::Array(a)) => a.clone(),
+            _ => {
+                return Err(Attempt::Retry {
+                    reason: "malformed page: `data` is not a list".to_string(),
+                    wait: None,
+                })
+            }
+        };
+        let has_next = match value.pointer("/pageInfo/hasNextPage") {
+            Some(Value::Bool(b)) => *b,
+            None if records.is_empty() => false,
+            _ => {
+                return Err(Attempt::Retry {
+                    reason: "malformed page: `pageInfo.hasNextPage` is missing".to_string(),
+                    wait: None,
+                })
+            }
+        };
+        if let Some(i) = records.iter().position(|r| !r.is_object()) {
+            return Err(Attempt::Retry {
+                reason: format!("malformed page: record {i} is not a JSON object"),
+                wait: None,
+            });
+        }
+        Ok(Page {
+            records,
+            has_next,
+            server_date,
+        })
+    }
+}
+
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    // never include the URL (no secrets there, but keep messages short and stable)
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "connection broke while reading the body"
+    } else {
+        "network error"
+    };
+    let mut detail = String::new();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = src {
+        detail = s.to_string();
+        src = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind} ({detail})")
+    }
+}
+
+fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| {
+            let s = String::from_utf8_lossy(&body[..body.len().min(120)]).to_string();
+            s.split_whitespace().collect::<Vec<_>>().join(" ")
+        })
+}
+
+/// `Retry-After` as seconds (possibly fractional) or an HTTP date.
+pub fn parse_retry_after(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Some(Duration::from_secs_f64(secs));
+        }
+        return None;
+    }
+    let when = DateTime::parse_from_rfc2822(s).ok()?.with_timezone(&Utc);
+    let delta = when - Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            parse_retry_after("Mon, 01 Jan 2001 00:00:00 GMT"),
+            Some(Duration::ZERO)
+        );
+    }
+}
