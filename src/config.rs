@@ -130,6 +130,8 @@ pub struct Config {
     pub window_target_pages: u32,
     pub clock_skew: Duration,
     pub on_invalid_record: OnInvalidRecord,
+    /// Validate records against the stream schemas (benchmarks turn it off).
+    pub validate_records: bool,
     pub money_unit: MoneyUnit,
     pub journal_path: Option<PathBuf>,
     pub webhook_secrets: Vec<Secret>,
@@ -462,6 +464,17 @@ impl Config {
             ],
             OnInvalidRecord::Emit,
         );
+        let validate_records = match r.get("validate_records") {
+            None => true,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                r.problems.push(format!(
+                    "`validate_records` must be true or false, got {}",
+                    short(other)
+                ));
+                true
+            }
+        };
         let money_unit = r.choice(
             "money_unit",
             &[("major", MoneyUnit::Major), ("minor", MoneyUnit::Minor)],
@@ -540,6 +553,7 @@ impl Config {
             window_target_pages,
             clock_skew,
             on_invalid_record,
+            validate_records,
             money_unit,
             journal_path,
             webhook_secrets,

@@ -41,25 +41,24 @@ pub fn server_config(
 
 pub fn run(config: &Config, listen: SocketAddr, emit: bool) -> anyhow::Result<()> {
     let cfg = server_config(config, listen, emit)?;
+    if config.journal_path.is_none() {
+        eprintln!(
+            "source-loop serve: `journal_path` is not set; journaling to {} in the current directory (set `journal_path` in the config so that `read` finds the same file)",
+            cfg.journal_path.display()
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     rt.block_on(async move {
-        let shutdown = async {
-            let ctrl_c = tokio::signal::ctrl_c();
-            #[cfg(unix)]
-            {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("SIGTERM handler");
-                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-            }
-            #[cfg(not(unix))]
-            {
-                let _ = ctrl_c.await;
-            }
-        };
-        loop_webhooks::server::serve(cfg, shutdown).await
+        eprintln!(
+            "source-loop serve: {} webhook secret(s), signature encoding {}, max body {} bytes",
+            cfg.secrets.len(),
+            cfg.encoding,
+            cfg.max_body_bytes
+        );
+        // SIGTERM or Ctrl-C: stop accepting, finish in-flight requests, commit, exit 0.
+        loop_webhooks::server::serve(cfg, loop_webhooks::server::shutdown_signal()).await
     })
 }

@@ -1,1 +1,10 @@
-fn main() {}
+//! One integration-test binary: drives the compiled `source-loop` against the fake Loop
+//! API on 127.0.0.1, as a user (or Airbyte) would.
+
+mod harness;
+
+mod cli;
+mod faults;
+mod incremental;
+mod normalization;
+mod webhooks;

@@ -1320,6 +1320,37 @@ impl Data {
                 Some(s) => self.create(s, *count, now_ms),
                 None => Vec::new(),
             },
+            Mutation::Patch { stream, id, fields } => {
+                let Some(s) = Stream::from_name(stream) else {
+                    return Vec::new();
+                };
+                let Some(idx) = self.table(s).index_of(*id) else {
+                    return Vec::new();
+                };
+                let created = self.table(s).recs[idx].created;
+                let mut v: Value =
+                    serde_json::from_str(&self.table(s).recs[idx].json).expect("valid");
+                let mut up = self.table(s).recs[idx].updated;
+                if matches!(s, Stream::Subscriptions | Stream::Orders) {
+                    let (us, u) = self.ts(now_ms.max(created), created);
+                    v["updatedAt"] = json!(us);
+                    up = u;
+                }
+                for (k, val) in fields {
+                    v[k] = val.clone();
+                }
+                if let Some(t) = fields
+                    .get("updatedAt")
+                    .and_then(Value::as_str)
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                {
+                    up = t.timestamp_millis();
+                }
+                let t = &mut self.tables[s as usize];
+                t.recs[idx].json = v.to_string().into();
+                t.set_updated(idx, up);
+                vec![v]
+            }
         }
     }
 

@@ -166,6 +166,13 @@ pub enum Mutation {
     TouchIds { stream: String, ids: Vec<i64> },
     /// New records with createdAt = updatedAt = now.
     Create { stream: String, count: usize },
+    /// Overwrite fields of one record (e.g. to serve data that breaks the schema); the
+    /// record gets a new version (updatedAt = now) unless `fields` sets `updatedAt`.
+    Patch {
+        stream: String,
+        id: i64,
+        fields: serde_json::Map<String, serde_json::Value>,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +280,12 @@ impl Shared {
             at: cur + after_requests + 1,
             m,
         });
+    }
+
+    fn stop_mutations(&self) {
+        let mut c = self.ctl();
+        c.recurring.clear();
+        c.scheduled.clear();
     }
 
     fn mutate_every(&self, path: &str, every: u64, m: Mutation) {

@@ -133,6 +133,11 @@ impl FakeServer {
     }
 
     /// Applies `m` before every `every_n_requests`-th request to `path` from now on.
+    /// Cancel every scheduled and recurring mutation.
+    pub fn stop_mutations(&self) {
+        self.shared.stop_mutations()
+    }
+
     pub fn mutate_every(&self, path: &str, every_n_requests: u64, m: Mutation) {
         self.shared.mutate_every(path, every_n_requests, m)
     }

@@ -1,0 +1,228 @@
+//! spec / check / discover and bad input, through the binary.
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+#[test]
+fn spec_matches_spec_json_and_snapshot() {
+    let r = run(&["spec"]);
+    assert_eq!(r.code, Some(0));
+    assert_eq!(r.messages.len(), 1);
+    let spec = &r.messages[0];
+    assert_eq!(spec["type"], "SPEC");
+    let file: Value = serde_json::from_str(include_str!("../../spec.json")).unwrap();
+    assert_eq!(
+        spec["spec"]["connectionSpecification"], file,
+        "spec.json drifted from `source-loop spec`"
+    );
+    assert_eq!(
+        spec["spec"]["connectionSpecification"]["properties"]["api_token"]["airbyte_secret"],
+        true
+    );
+    insta::assert_json_snapshot!("spec", spec);
+}
+
+#[test]
+fn discover_lists_every_stream_with_keys_and_cursors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_json(dir.path(), "config.json", &json!({"api_token": TOKEN}));
+    let r = run(&["discover", "--config", p(&cfg)]);
+    assert_eq!(r.code, Some(0));
+    let cat = &r.messages[0];
+    assert_eq!(cat["type"], "CATALOG");
+    let names: Vec<&str> = cat["catalog"]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ALL);
+    for s in cat["catalog"]["streams"].as_array().unwrap() {
+        let file: Value = serde_json::from_str(
+            &std::fs::read_to_string(format!("schemas/{}.json", s["name"].as_str().unwrap()))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(s["json_schema"], file);
+        assert_eq!(
+            s["json_schema"]["additionalProperties"], true,
+            "unknown upstream fields must pass"
+        );
+    }
+    insta::assert_json_snapshot!("discover", cat);
+}
+
+#[test]
+fn check_succeeds_and_fails_with_a_useful_message() {
+    let server = fake(small());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &server, json!({}));
+    let r = run(&["check", "--config", p(&cfg)]);
+    assert_eq!(r.code, Some(0));
+    assert_eq!(
+        r.messages[0]["connectionStatus"]["status"], "SUCCEEDED",
+        "{:?}",
+        r.messages
+    );
+
+    let status = |extra: Value| {
+        let cfg = write_config(dir.path(), &server, extra);
+        let r = run(&["check", "--config", p(&cfg)]);
+        assert_eq!(r.code, Some(0), "a failed check still exits 0");
+        assert_eq!(r.messages.len(), 1);
+        assert_eq!(r.messages[0]["connectionStatus"]["status"], "FAILED");
+        r.messages[0]["connectionStatus"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let wrong = status(json!({"api_token": "wrong-token"}));
+    assert!(
+        wrong.contains("api_token") && wrong.contains("401"),
+        "{wrong}"
+    );
+    let bad_date = status(json!({"start_date": "last tuesday"}));
+    assert!(
+        bad_date.contains("start_date") && bad_date.contains("RFC 3339"),
+        "{bad_date}"
+    );
+    // a port nobody listens on
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = status(
+        json!({"base_url": format!("http://127.0.0.1:{port}/admin/2023-10"),
+        "retry": {"max_attempts": 2, "initial_backoff_ms": 1}}),
+    );
+    assert!(unreachable.contains("could not connect"), "{unreachable}");
+    let missing = {
+        let cfg = write_json(dir.path(), "c2.json", &json!({"start_date": "2024-01-01"}));
+        run(&["check", "--config", p(&cfg)]).messages[0]["connectionStatus"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(missing.contains("`api_token` is missing"), "{missing}");
+}
+
+#[test]
+fn bad_config_catalog_and_state_are_config_errors() {
+    let server = fake(small());
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &server, json!({"page_size": 500}));
+    write_catalog(dir.path(), &["subscriptions"]);
+    let r = read(dir.path(), None);
+    assert_eq!(r.code, Some(1));
+    let e = r.errors();
+    assert_eq!(e[0]["failure_type"], "config_error");
+    assert!(e[0]["message"].as_str().unwrap().contains("page_size"));
+
+    write_config(dir.path(), &server, json!({}));
+    std::fs::write(
+        dir.path().join("catalog.json"),
+        "{\"streams\": [{\"stream\": {\"name\": \"refunds\"}}]}",
+    )
+    .unwrap();
+    let r = read(dir.path(), None);
+    assert_eq!(r.code, Some(1));
+    let msg = r.errors()[0]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("refunds") && msg.contains("subscriptions"),
+        "{msg}"
+    );
+
+    write_catalog(dir.path(), &["subscriptions"]);
+    std::fs::write(dir.path().join("state.json"), "{oops").unwrap();
+    let r = run(&[
+        "read",
+        "--config",
+        p(&dir.path().join("config.json")),
+        "--catalog",
+        p(&dir.path().join("catalog.json")),
+        "--state",
+        p(&dir.path().join("state.json")),
+    ]);
+    assert_eq!(r.code, Some(1));
+    assert_eq!(r.errors()[0]["failure_type"], "config_error");
+    assert!(r.errors()[0]["message"].as_str().unwrap().contains("state"));
+
+    let bad_cursor = json!([{"type": "STREAM", "stream": {"stream_descriptor": {"name": "subscriptions"}, "stream_state": {"updatedAt": "soon"}}}]);
+    let r = read(dir.path(), Some(&bad_cursor));
+    assert_eq!(r.code, Some(1));
+    assert_eq!(r.errors()[0]["failure_type"], "config_error");
+    assert_eq!(r.statuses("subscriptions"), ["STARTED", "INCOMPLETE"]);
+
+    // a missing state file is a first sync
+    let r = run(&[
+        "read",
+        "--config",
+        p(&dir.path().join("config.json")),
+        "--catalog",
+        p(&dir.path().join("catalog.json")),
+        "--state",
+        p(&dir.path().join("nope.json")),
+    ]);
+    assert_eq!(r.code, Some(0));
+    assert_eq!(
+        r.records("subscriptions").len(),
+        server.records("subscriptions").len()
+    );
+}
+
+#[test]
+fn empty_state_forms_mean_first_sync() {
+    let server = fake(small());
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &server, json!({}));
+    write_catalog(dir.path(), &["activity_logs"]);
+    let n = server.records("activity_logs").len();
+    for s in [
+        json!([]),
+        json!({}),
+        json!([{"type": "STREAM", "stream": {"stream_descriptor": {"name": "activity_logs", "namespace": null}, "stream_state": {}}}]),
+    ] {
+        let r = read(dir.path(), Some(&s));
+        assert_eq!(r.code, Some(0));
+        assert_eq!(r.records("activity_logs").len(), n, "state {s}");
+    }
+}
+
+#[test]
+fn output_is_pure_protocol_and_statuses_are_ordered() {
+    let server = fake(small());
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &server, json!({}));
+    write_catalog(dir.path(), ALL);
+    let r = read(dir.path(), None);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for m in &r.messages {
+        assert!(
+            ["RECORD", "STATE", "LOG", "TRACE"].contains(&m["type"].as_str().unwrap()),
+            "{m}"
+        );
+    }
+    for s in ALL {
+        assert_eq!(r.statuses(s), ["STARTED", "RUNNING", "COMPLETE"], "{s}");
+        let states: Vec<&Value> = r
+            .of_type("STATE")
+            .into_iter()
+            .filter(|m| m["state"]["stream"]["stream_descriptor"]["name"] == *s)
+            .collect();
+        let last = states.last().expect("every stream ends with a STATE");
+        assert_eq!(
+            last["state"]["sourceStats"]["recordCount"]
+                .as_f64()
+                .unwrap() as usize,
+            r.records(s).len()
+        );
+    }
+    let summary = r
+        .logs()
+        .into_iter()
+        .find(|l| l.starts_with("sync summary"))
+        .expect("final summary");
+    assert!(summary.contains("ratio"), "{summary}");
+}

@@ -1,0 +1,287 @@
+//! Shared helpers: start the fake API, write config/catalog/state files, run the binary
+//! with a time limit, pick messages apart.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_loop::{FakeConfig, FakeServer};
+use serde_json::{json, Value};
+
+pub const TOKEN: &str = "tok-SECRET-3f9a7c1e";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_source-loop")
+}
+
+pub fn fake(cfg: FakeConfig) -> FakeServer {
+    FakeServer::start_in_thread(FakeConfig {
+        token: TOKEN.to_string(),
+        ..cfg
+    })
+    .expect("fake Loop API starts")
+}
+
+pub fn small() -> FakeConfig {
+    FakeConfig {
+        counts: fake_loop::Counts {
+            subscriptions: 220,
+            orders: 260,
+            customers: 60,
+            products: 12,
+            activity_logs: 150,
+        },
+        ..FakeConfig::default()
+    }
+}
+
+/// Fast pacing for tests (the fake has no limits unless asked).
+pub fn fast_limits() -> Value {
+    let l = json!({"requests": 1000, "per_seconds": 1});
+    json!({"subscription": l, "order": l, "customer": l, "product": l, "activityLog": l})
+}
+
+pub fn config_value(server: &FakeServer, extra: Value) -> Value {
+    let mut c = json!({
+        "api_token": TOKEN,
+        "base_url": server.base_url,
+        "start_date": "2015-01-01T00:00:00Z",
+        "rate_limits": fast_limits(),
+        "retry": {"max_attempts": 6, "initial_backoff_ms": 5, "max_backoff_ms": 50, "max_elapsed_seconds": 30},
+    });
+    if let (Some(m), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    c
+}
+
+pub fn write_json(dir: &Path, name: &str, v: &Value) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, serde_json::to_vec_pretty(v).unwrap()).unwrap();
+    p
+}
+
+pub fn write_config(dir: &Path, server: &FakeServer, extra: Value) -> PathBuf {
+    write_json(dir, "config.json", &config_value(server, extra))
+}
+
+pub const INCREMENTAL: &[&str] = &["subscriptions", "orders", "activity_logs"];
+pub const ALL: &[&str] = &[
+    "subscriptions",
+    "orders",
+    "customers",
+    "products",
+    "activity_logs",
+];
+
+pub fn catalog(streams: &[&str]) -> Value {
+    let items: Vec<Value> = streams
+        .iter()
+        .map(|s| {
+            let incremental = INCREMENTAL.contains(s) || *s == "webhook_events";
+            json!({
+                "stream": {"name": s, "json_schema": {}, "supported_sync_modes": ["full_refresh", "incremental"]},
+                "sync_mode": if incremental { "incremental" } else { "full_refresh" },
+                "destination_sync_mode": if incremental { "append_dedup" } else { "overwrite" },
+            })
+        })
+        .collect();
+    json!({"streams": items})
+}
+
+pub fn write_catalog(dir: &Path, streams: &[&str]) -> PathBuf {
+    write_json(dir, "catalog.json", &catalog(streams))
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub messages: Vec<Value>,
+}
+
+impl Run {
+    pub fn of_type(&self, t: &str) -> Vec<&Value> {
+        self.messages.iter().filter(|m| m["type"] == t).collect()
+    }
+    pub fn records(&self, stream: &str) -> Vec<&Value> {
+        self.messages
+            .iter()
+            .filter(|m| m["type"] == "RECORD" && m["record"]["stream"] == stream)
+            .map(|m| &m["record"]["data"])
+            .collect()
+    }
+    /// The last STATE message of every stream, as an input state array.
+    pub fn final_state(&self) -> Value {
+        last_states(&self.messages)
+    }
+    pub fn errors(&self) -> Vec<&Value> {
+        self.messages
+            .iter()
+            .filter(|m| m["type"] == "TRACE" && m["trace"]["type"] == "ERROR")
+            .map(|m| &m["trace"]["error"])
+            .collect()
+    }
+    pub fn statuses(&self, stream: &str) -> Vec<String> {
+        self.messages
+            .iter()
+            .filter(|m| m["type"] == "TRACE" && m["trace"]["type"] == "STREAM_STATUS")
+            .filter(|m| m["trace"]["stream_status"]["stream_descriptor"]["name"] == stream)
+            .map(|m| {
+                m["trace"]["stream_status"]["status"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+    pub fn logs(&self) -> Vec<String> {
+        self.of_type("LOG")
+            .iter()
+            .map(|m| m["log"]["message"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+pub fn last_states(messages: &[Value]) -> Value {
+    let mut order: Vec<String> = Vec::new();
+    let mut latest = std::collections::HashMap::new();
+    for m in messages.iter().filter(|m| m["type"] == "STATE") {
+        let name = m["state"]["stream"]["stream_descriptor"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if !latest.contains_key(&name) {
+            order.push(name.clone());
+        }
+        latest.insert(name, m["state"].clone());
+    }
+    Value::Array(
+        order
+            .into_iter()
+            .map(|n| latest.remove(&n).unwrap())
+            .collect(),
+    )
+}
+
+pub fn parse_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+fn wait_with_timeout(mut child: Child, limit: Duration) -> Run {
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        out.read_to_string(&mut s).unwrap();
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        err.read_to_string(&mut s).unwrap();
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > limit {
+            child.kill().ok();
+            panic!("source-loop did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = t_out.join().unwrap();
+    let stderr = t_err.join().unwrap();
+    let messages = parse_lines(&stdout);
+    Run {
+        code: status.code(),
+        stdout,
+        stderr,
+        messages,
+    }
+}
+
+pub fn run(args: &[&str]) -> Run {
+    let child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn source-loop");
+    let r = wait_with_timeout(child, Duration::from_secs(120));
+    assert!(
+        !r.stdout.contains(TOKEN) && !r.stderr.contains(TOKEN),
+        "the API token leaked into the output of {args:?}"
+    );
+    r
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// `read` with config and catalog (and state, if any) from `dir`.
+pub fn read(dir: &Path, state: Option<&Value>) -> Run {
+    let mut args = vec![
+        "read".to_string(),
+        "--config".into(),
+        dir.join("config.json").to_string_lossy().into(),
+        "--catalog".into(),
+        dir.join("catalog.json").to_string_lossy().into(),
+    ];
+    if let Some(s) = state {
+        let sp = write_json(dir, "state.json", s);
+        args.push("--state".into());
+        args.push(sp.to_string_lossy().into());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&refs)
+}
+
+/// Key of a record: (id, updatedAt or createdAt).
+pub fn version(stream: &str, r: &Value) -> (String, String) {
+    let key = if stream == "products" {
+        "shopifyId"
+    } else {
+        "id"
+    };
+    let cursor = if stream == "activity_logs" {
+        "createdAt"
+    } else {
+        "updatedAt"
+    };
+    (
+        r[key].to_string(),
+        r.get(cursor)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// Instant of an ISO timestamp in ms, for comparing the fake's raw values with output.
+pub fn ms(s: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .timestamp_millis()
+}
+
+/// A sync reads up to the last whole second before it starts; changes made just now are
+/// the next second's. Tests that change data and sync at once wait this long first.
+pub fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+}
