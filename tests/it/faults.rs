@@ -318,7 +318,7 @@ fn kill_resume_case(seed: u64, order: PageOrder, kills: Vec<usize>, churn: u64) 
     let mut last_errors = Vec::new();
     for k in kills
         .into_iter()
-        .chain(std::iter::repeat(usize::MAX).take(1))
+        .chain(std::iter::once(usize::MAX))
     {
         let (msgs, done) = read_and_kill(dir.path(), &state, k);
         for m in &msgs {

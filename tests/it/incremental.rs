@@ -272,7 +272,7 @@ fn records_sharing_the_cursor_second_are_neither_lost_nor_repeated() {
             .iter()
             .filter(|s| ms(s["updatedAt"].as_str().unwrap()).div_euclid(1000) >= *hot)
             .map(|s| s["id"].to_string())
-            .filter(|id| !done.iter().any(|d| d["id"].to_string() == *id))
+            .filter(|id| !done.iter().any(|d| &d["id"].to_string() == id))
             .collect();
         assert_eq!(got, expected, "page size {page_size}");
     }
