@@ -75,11 +75,10 @@ pub fn parse_configured_catalog(text: &str) -> Result<Vec<Selected>, CatalogErro
         })?;
         let mode = match s.get("sync_mode").and_then(Value::as_str) {
             Some("incremental") if def.is_incremental() => SyncMode::Incremental,
-            Some("incremental") => {
-                return Err(CatalogError(format!(
-                    "stream {name:?} supports only full_refresh (Loop has no filter to read it incrementally); set its sync_mode to full_refresh"
-                )))
-            }
+            // Loop has no filter for this stream: it is read in full every time. Some
+            // platforms (PyAirbyte) ask for incremental on every stream; a full read
+            // satisfies that request, so it is not an error.
+            Some("incremental") => SyncMode::FullRefresh,
             Some("full_refresh") | None => SyncMode::FullRefresh,
             Some(other) => {
                 return Err(CatalogError(format!(

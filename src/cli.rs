@@ -290,7 +290,7 @@ fn read(
             return Ok(ExitCode::FAILURE);
         }
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4096);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(1024);
     let writer = spawn_writer(rx, progress);
     let rt = runtime();
     let config = Arc::new(config);

@@ -451,7 +451,7 @@ impl LoopClient {
                 }))
             }
         }
-        let value: Value = match serde_json::from_slice(&body) {
+        let mut value: Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
             Err(e) => {
                 return Err(Attempt::Retry {
@@ -465,13 +465,14 @@ impl LoopClient {
             }
         };
         if value.get("success").and_then(Value::as_bool) == Some(false) {
+            // (checked before `data` is taken out)
             return Err(Attempt::Retry {
                 reason: format!("Loop answered success=false: {}", message()),
                 wait: None,
             });
         }
-        let records = match value.get("data") {
-            Some(Value::Array(a)) => a.clone(),
+        let records = match value.get_mut("data").map(Value::take) {
+            Some(Value::Array(a)) => a,
             _ => {
                 return Err(Attempt::Retry {
                     reason: "malformed page: `data` is not a list".to_string(),

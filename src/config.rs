@@ -450,7 +450,7 @@ impl Config {
             FilterBounds::Unknown,
         );
         let window_target_pages =
-            r.integer("window_target_pages", 1, 1000, "").unwrap_or(25) as u32;
+            r.integer("window_target_pages", 1, 1000, "").unwrap_or(50) as u32;
         let clock_skew = Duration::from_secs(
             r.integer("clock_skew_seconds", 0, 86_400, "")
                 .unwrap_or(300),

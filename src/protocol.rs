@@ -123,6 +123,31 @@ impl<W: Write> LineWriter<W> {
     }
 
     pub fn write_event(&mut self, e: &Event) -> io::Result<()> {
+        if let Event::Record { stream, data } = e {
+            // the hot path: serialize the record in place, no intermediate Value
+            #[derive(serde::Serialize)]
+            struct Body<'a> {
+                stream: &'a str,
+                data: &'a Value,
+                emitted_at: i64,
+            }
+            #[derive(serde::Serialize)]
+            struct Msg<'a> {
+                #[serde(rename = "type")]
+                kind: &'static str,
+                record: Body<'a>,
+            }
+            let msg = Msg {
+                kind: "RECORD",
+                record: Body {
+                    stream,
+                    data,
+                    emitted_at: now_ms(),
+                },
+            };
+            serde_json::to_writer(&mut self.out, &msg)?;
+            return self.out.write_all(b"\n");
+        }
         self.write_value(&to_airbyte(e))?;
         if matches!(e, Event::State { .. } | Event::Error { .. }) {
             self.out.flush()?;

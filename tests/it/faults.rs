@@ -316,10 +316,7 @@ fn kill_resume_case(seed: u64, order: PageOrder, kills: Vec<usize>, churn: u64) 
     let mut union: std::collections::HashMap<String, i64> = Default::default();
     let mut finished = false;
     let mut last_errors = Vec::new();
-    for k in kills
-        .into_iter()
-        .chain(std::iter::once(usize::MAX))
-    {
+    for k in kills.into_iter().chain(std::iter::once(usize::MAX)) {
         let (msgs, done) = read_and_kill(dir.path(), &state, k);
         for m in &msgs {
             if m["type"] == "RECORD" && m["record"]["stream"] == "subscriptions" {

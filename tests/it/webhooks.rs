@@ -79,52 +79,66 @@ struct Serve {
 }
 
 impl Serve {
+    /// Starts `serve` on a free port and waits until it answers `/healthz`. A port
+    /// taken between choosing and binding it is retried with another one.
     fn start(config: &Path, emit: bool, envs: &[(&str, &str)]) -> Serve {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = Command::new(bin());
-        cmd.args([
-            "serve",
-            "--config",
-            p(config),
-            "--listen",
-            &addr.to_string(),
-        ]);
-        if emit {
-            cmd.arg("--emit");
+        for _ in 0..5 {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let mut cmd = Command::new(bin());
+            cmd.args([
+                "serve",
+                "--config",
+                p(config),
+                "--listen",
+                &addr.to_string(),
+            ]);
+            if emit {
+                cmd.arg("--emit");
+            }
+            cmd.env_remove("LOOP_WEBHOOK_SECRETS")
+                .envs(envs.iter().copied())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = cmd.spawn().expect("spawn source-loop serve");
+            let (stdout, t1) = shared_reader(child.stdout.take().unwrap());
+            let (stderr, t2) = shared_reader(child.stderr.take().unwrap());
+            let mut s = Serve {
+                child: Arc::new(Mutex::new(child)),
+                addr,
+                stdout,
+                stderr,
+                readers: vec![t1, t2],
+                status: None,
+            };
+            match s.wait_healthy() {
+                Ok(()) => return s,
+                Err(stderr) if stderr.contains("cannot listen") => continue,
+                Err(stderr) => panic!("serve exited during startup; stderr:\n{stderr}"),
+            }
         }
-        cmd.env_remove("LOOP_WEBHOOK_SECRETS")
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn source-loop serve");
-        let (stdout, t1) = shared_reader(child.stdout.take().unwrap());
-        let (stderr, t2) = shared_reader(child.stderr.take().unwrap());
-        let mut s = Serve {
-            child: Arc::new(Mutex::new(child)),
-            addr,
-            stdout,
-            stderr,
-            readers: vec![t1, t2],
-            status: None,
-        };
-        s.wait_healthy();
-        s
+        panic!("serve could not bind a free port in 5 attempts");
     }
 
-    fn wait_healthy(&mut self) {
+    /// Ok once the child logged that it listens on `addr` and `/healthz` answers;
+    /// Err(stderr) when it exited first.
+    fn wait_healthy(&mut self) -> Result<(), String> {
         let start = Instant::now();
+        let listening = format!("listening on {}", self.addr);
         loop {
-            if let Some(status) = self.child.lock().unwrap().try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(50));
-                panic!(
-                    "serve exited during startup ({status}); stderr:\n{}",
-                    self.stderr()
-                );
+            if self.child.lock().unwrap().try_wait().unwrap().is_some() {
+                for t in self.readers.drain(..) {
+                    let _ = t.join();
+                }
+                return Err(self.stderr());
             }
-            if let Some((200, body)) = raw_get(self.addr, "/healthz") {
-                assert_eq!(body.trim(), "ok");
-                return;
+            // The log line comes after the bind, so this is our server, not another
+            // process that took the port.
+            if self.stderr().contains(&listening) {
+                if let Some((200, body)) = raw_get(self.addr, "/healthz") {
+                    assert_eq!(body.trim(), "ok");
+                    return Ok(());
+                }
             }
             assert!(
                 start.elapsed() < START_LIMIT,
