@@ -193,6 +193,27 @@ fn discover(path: &Path) -> io::Result<ExitCode> {
     }
 }
 
+fn progress_line(
+    counts: &BTreeMap<&'static str, u64>,
+    started: Instant,
+    prefix: &str,
+    suffix: &str,
+) {
+    let line: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    let total: u64 = counts.values().sum();
+    let rate = total as f64 / started.elapsed().as_secs_f64().max(1e-3);
+    let _ = write!(
+        io::stderr(),
+        "{prefix}{} · {:.0} rec/s{suffix}",
+        if line.is_empty() {
+            "no records yet".to_string()
+        } else {
+            line.join(" · ")
+        },
+        rate
+    );
+}
+
 /// Prints engine events as Airbyte messages on a dedicated thread, plus an optional
 /// progress line on stderr. Returns whether stdout broke.
 fn spawn_writer(
@@ -216,19 +237,11 @@ fn spawn_writer(
             }
             if progress && last.elapsed() > Duration::from_millis(250) {
                 last = Instant::now();
-                let line: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
-                let total: u64 = counts.values().sum();
-                let rate = total as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                let _ = write!(
-                    io::stderr(),
-                    "\r\x1b[K{} · {:.0} rec/s",
-                    line.join(" · "),
-                    rate
-                );
+                progress_line(&counts, started, "\r\x1b[K", "");
             }
         }
         if progress {
-            let _ = writeln!(io::stderr());
+            progress_line(&counts, started, "\r\x1b[K", "\n");
         }
         if result.is_ok() {
             result = w.flush();

@@ -99,6 +99,8 @@ struct Ctx {
     validator: Option<RecordValidator>,
     on_invalid: OnInvalidRecord,
     running_sent: bool,
+    /// Records emitted since the stream's previous STATE (Airbyte's `sourceStats.recordCount`).
+    since_checkpoint: u64,
     report: StreamReport,
 }
 
@@ -165,6 +167,7 @@ impl Ctx {
             .await?;
         }
         self.report.records += 1;
+        self.since_checkpoint += 1;
         self.send(Event::Record {
             stream: self.def.name,
             data: record,
@@ -172,11 +175,12 @@ impl Ctx {
         .await
     }
 
-    async fn checkpoint(&self, st: &StreamState) -> Result<(), SyncError> {
+    async fn checkpoint(&mut self, st: &StreamState) -> Result<(), SyncError> {
+        let record_count = std::mem::take(&mut self.since_checkpoint);
         self.send(Event::State {
             stream: self.def.name,
             state: st.to_value(self.def),
-            record_count: self.report.records,
+            record_count,
         })
         .await
     }
@@ -263,6 +267,7 @@ impl Engine {
             validator,
             on_invalid: self.config.on_invalid_record,
             running_sent: false,
+            since_checkpoint: 0,
             report: StreamReport {
                 name: def.name,
                 ..Default::default()

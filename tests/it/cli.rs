@@ -211,12 +211,15 @@ fn output_is_pure_protocol_and_statuses_are_ordered() {
             .into_iter()
             .filter(|m| m["state"]["stream"]["stream_descriptor"]["name"] == *s)
             .collect();
-        let last = states.last().expect("every stream ends with a STATE");
+        assert!(!states.is_empty(), "every stream ends with a STATE");
+        let counted: f64 = states
+            .iter()
+            .map(|m| m["state"]["sourceStats"]["recordCount"].as_f64().unwrap())
+            .sum();
         assert_eq!(
-            last["state"]["sourceStats"]["recordCount"]
-                .as_f64()
-                .unwrap() as usize,
-            r.records(s).len()
+            counted as usize,
+            r.records(s).len(),
+            "recordCount counts the records since the previous STATE"
         );
     }
     let summary = r
@@ -225,4 +228,31 @@ fn output_is_pure_protocol_and_statuses_are_ordered() {
         .find(|l| l.starts_with("sync summary"))
         .expect("final summary");
     assert!(summary.contains("ratio"), "{summary}");
+}
+
+#[test]
+fn progress_goes_to_stderr_and_stdout_stays_protocol() {
+    let server = fake(small());
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &server, json!({"page_size": 5}));
+    write_catalog(dir.path(), &["subscriptions"]);
+    let r = run(&[
+        "--progress",
+        "read",
+        "--config",
+        p(&dir.path().join("config.json")),
+        "--catalog",
+        p(&dir.path().join("catalog.json")),
+    ]);
+    assert_eq!(r.code, Some(0));
+    assert!(
+        r.stderr.contains("subscriptions"),
+        "progress line on stderr: {:?}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("rec/s"));
+    assert_eq!(
+        r.records("subscriptions").len(),
+        server.records("subscriptions").len()
+    );
 }
