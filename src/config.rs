@@ -5,7 +5,6 @@
 //! [`Secret`], whose `Debug`/`Display` never print the value.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,30 +15,10 @@ pub const DEFAULT_BASE_URL: &str = "https://api.loopsubscriptions.com/admin/2023
 pub const MAX_PAGE_SIZE: u32 = 50;
 pub const DEFAULT_START_DATE: &str = "2015-01-01T00:00:00Z";
 
-/// A value that must never be printed: API tokens, webhook secrets.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+/// How webhook signatures are encoded (Loop does not document hex vs base64).
+pub use loop_webhooks::signature::Encoding as SignatureEncoding;
+/// A value that must never be printed (API token, webhook secrets): `Debug` shows `***`.
+pub use loop_webhooks::signature::Secret;
 
 /// One endpoint's pace: `requests` every `per_seconds`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -106,13 +85,6 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     pub max_elapsed: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureEncoding {
-    Auto,
-    Hex,
-    Base64,
 }
 
 #[derive(Debug, Clone)]

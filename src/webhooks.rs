@@ -5,9 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use crate::config::{Config, SignatureEncoding};
+use crate::config::Config;
 use loop_webhooks::server::ServerConfig;
-use loop_webhooks::signature::{Encoding, Secret};
 
 pub fn server_config(
     config: &Config,
@@ -20,16 +19,8 @@ pub fn server_config(
     Ok(ServerConfig {
         listen,
         path: config.webhook_path.clone(),
-        secrets: config
-            .webhook_secrets
-            .iter()
-            .map(|s| Secret::new(s.expose()))
-            .collect(),
-        encoding: match config.webhook_signature_encoding {
-            SignatureEncoding::Auto => Encoding::Auto,
-            SignatureEncoding::Hex => Encoding::Hex,
-            SignatureEncoding::Base64 => Encoding::Base64,
-        },
+        secrets: config.webhook_secrets.clone(),
+        encoding: config.webhook_signature_encoding,
         max_body_bytes: config.webhook_max_body_bytes,
         journal_path: config
             .journal_path
