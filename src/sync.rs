@@ -296,7 +296,7 @@ impl Engine {
                 ctx.log(
                     Level::Info,
                     format!(
-                        "{}: complete: {} records in {:.1}s, {} requests for a minimum of {} pages (ratio {:.2}), {} rate-limited, {} invalid ({} skipped)",
+                        "{}: complete: {} records in {:.1}s, {} requests for a minimum of {} pages (ratio {:.2}), {} rate-limited, {:.1}s waiting for the rate limiter, {} invalid ({} skipped)",
                         def.name,
                         ctx.report.records,
                         started.elapsed().as_secs_f64(),
@@ -304,6 +304,7 @@ impl Engine {
                         ctx.report.pages_min,
                         requests as f64 / ctx.report.pages_min as f64,
                         limited,
+                        wait as f64 / 1000.0,
                         ctx.report.invalid,
                         ctx.report.skipped_invalid
                     ),
