@@ -442,12 +442,15 @@ impl Writer {
                 Ok(AppendOutcome::Accepted { seq, .. }) => Some(*seq),
                 _ => None,
             };
-            let _ = reply.send(result);
-            if let Some(seq) = accepted_seq {
+            // stats first: whoever sees the acknowledgement also sees it counted
+            if accepted_seq.is_some() {
                 stats.events.fetch_add(1, Ordering::Relaxed);
                 stats
                     .last_received_ms
                     .fetch_max(event.received_at.timestamp_millis(), Ordering::Relaxed);
+            }
+            let _ = reply.send(result);
+            if let Some(seq) = accepted_seq {
                 if let Some(committed) = &self.committed {
                     let _ = committed.send(CommittedEvent { seq, event: *event });
                 }
