@@ -351,7 +351,9 @@ fn read(
 }
 
 fn serve(path: &Path, listen: std::net::SocketAddr, emit: bool) -> io::Result<ExitCode> {
-    let config = match load_config(path) {
+    let config = match read_file(path, "config")
+        .and_then(|t| Config::for_receiver(&t).map_err(|e| e.to_string()))
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("source-loop serve: {e}");

@@ -996,3 +996,22 @@ fn acknowledged_events_survive_kill_9() {
     assert_eq!(ids, all);
     drop(serve);
 }
+
+#[test]
+fn serve_does_not_need_the_api_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::harness::write_json(
+        dir.path(),
+        "receiver.json",
+        &serde_json::json!({"webhook_secrets": ["only-a-secret"], "journal_path": dir.path().join("j.sqlite")}),
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let c =
+        source_loop::config::Config::for_receiver(&text).expect("no api_token needed to receive");
+    assert_eq!(c.webhook_secrets.len(), 1);
+    // while read still asks for it
+    assert!(source_loop::config::Config::from_json_str(&text)
+        .unwrap_err()
+        .to_string()
+        .contains("`api_token` is missing"));
+}
