@@ -566,4 +566,23 @@ mod tests {
             Some(Duration::ZERO)
         );
     }
+
+    #[test]
+    fn a_429_slows_the_endpoint_and_successes_recover() {
+        let ep = Endpoint::new(Duration::from_millis(100));
+        ep.on_rate_limited(Duration::from_millis(10));
+        let slowed = ep.pace.lock().unwrap().slowdown;
+        assert!(slowed > 1.2, "{slowed}");
+        assert!(ep.pace.lock().unwrap().blocked_until.is_some());
+        ep.on_rate_limited(Duration::from_millis(10));
+        assert!(ep.pace.lock().unwrap().slowdown > slowed);
+        for _ in 0..2000 {
+            ep.on_success();
+        }
+        assert_eq!(
+            ep.pace.lock().unwrap().slowdown,
+            1.0,
+            "back to the configured pace"
+        );
+    }
 }
