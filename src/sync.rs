@@ -199,8 +199,13 @@ pub struct Engine {
 type Seen = HashMap<String, (i64, u32)>;
 
 enum WindowOutcome {
-    Done { emitted: HashMap<String, i64> },
-    Split,
+    Done {
+        emitted: HashMap<String, i64>,
+    },
+    /// Read it in smaller windows; `records_seen` (when known) sizes them.
+    Split {
+        records_seen: usize,
+    },
 }
 
 impl Engine {
@@ -488,8 +493,16 @@ impl Engine {
         while lo <= upper {
             let hi = lo.saturating_add(width - 1).min(upper);
             match self.read_window(ctx, lo, hi, &mut carry).await? {
-                WindowOutcome::Split => {
-                    width = ((hi - lo + 1) / 2).max(1);
+                WindowOutcome::Split { records_seen } => {
+                    let span = hi - lo + 1;
+                    // at least `records_seen` records in the span: size the next window for
+                    // the target, at most half the span
+                    width = if records_seen > 0 {
+                        (span.saturating_mul(target) / records_seen as i64)
+                            .clamp(1, (span / 2).max(1))
+                    } else {
+                        (span / 2).max(1)
+                    };
                     ctx.log(
                         Level::Info,
                         format!(
@@ -579,10 +592,16 @@ impl Engine {
             attempt += 1;
             let mut page_no = from_page;
             let mut pass_pages = 0;
+            // a record met again at a new version moved inside the window's result while we
+            // paged (e.g. updated into the padding second): records after its old place
+            // shifted, so the window must be re-read from there
+            let mut moved_from: Option<u32> = None;
             loop {
                 if total_pages >= max_pages && hi > lo {
                     carry.extend(emitted);
-                    return Ok(WindowOutcome::Split);
+                    return Ok(WindowOutcome::Split {
+                        records_seen: seen.len(),
+                    });
                 }
                 let page = self
                     .client
@@ -605,7 +624,11 @@ impl Engine {
                         ctx.emit(rec).await?;
                         continue;
                     };
-                    seen.insert(id.clone(), (t, page_no));
+                    if let Some((old_t, old_page)) = seen.insert(id.clone(), (t, page_no)) {
+                        if old_t != t {
+                            moved_from = Some(moved_from.map_or(old_page, |m| m.min(old_page)));
+                        }
+                    }
                     let sec = t.div_euclid(1000);
                     if sec < lo || sec > hi || emitted.get(&id) == Some(&t) {
                         continue;
@@ -622,16 +645,20 @@ impl Engine {
                 return Ok(WindowOutcome::Done { emitted });
             }
             let since = paging_start.expect("set on first page") - chrono::Duration::seconds(2);
-            let changed_from = self
+            let checked = self
                 .check_window(ctx, lo, hi, since, &mut seen, &mut emitted)
                 .await?;
+            let changed_from = match (checked, moved_from) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let Some(k) = changed_from else {
                 return Ok(WindowOutcome::Done { emitted });
             };
             ctx.report.rereads += 1;
             if hi > lo && attempt >= 3 {
                 carry.extend(emitted);
-                return Ok(WindowOutcome::Split);
+                return Ok(WindowOutcome::Split { records_seen: 0 });
             }
             if attempt >= 12 {
                 return Err(SyncError::Unstable {
@@ -676,42 +703,62 @@ impl Engine {
             .collect();
         params.push((start_param, since.timestamp().to_string()));
         let mut changed_from: Option<u32> = None;
-        let mut page_no = 1;
-        loop {
-            if page_no > 20 {
-                // too much changed to tell: read the window again
-                return Ok(Some(1));
-            }
-            let page = self
-                .client
-                .get_page(def.endpoint, &params, page_no, &ctx.sink)
-                .await?;
-            for mut rec in page.records {
-                ctx.normalizer.normalize(&mut rec);
-                let (Some(id), Some(t)) = (
-                    rec.get(def.primary_key).and_then(id_key),
-                    instant_ms(&rec, field),
-                ) else {
-                    continue;
-                };
-                if let Some((old_t, p)) = seen.get_mut(&id) {
-                    if *old_t != t {
-                        *old_t = t;
-                        changed_from = Some(changed_from.map_or(*p, |c| c.min(*p)));
+        // Everything the check returned so far: a record showing up again with a newer
+        // version moved inside the check's own result while it was paged, which can shift
+        // another record past us; the check is then paged again from the moved record's
+        // old page. (No record can leave the check's set: it has no upper bound.)
+        let mut in_check: HashMap<String, (i64, u32)> = HashMap::new();
+        let mut from_page = 1;
+        for _pass in 0..6 {
+            let mut page_no = from_page;
+            let mut rescan_from: Option<u32> = None;
+            loop {
+                if page_no >= from_page + 20 {
+                    // too much changed to tell: read the window again
+                    return Ok(Some(1));
+                }
+                let page = self
+                    .client
+                    .get_page(def.endpoint, &params, page_no, &ctx.sink)
+                    .await?;
+                for mut rec in page.records {
+                    ctx.normalizer.normalize(&mut rec);
+                    let (Some(id), Some(t)) = (
+                        rec.get(def.primary_key).and_then(id_key),
+                        instant_ms(&rec, field),
+                    ) else {
+                        continue;
+                    };
+                    if let Some((old_t, old_page)) = in_check.get(&id) {
+                        if *old_t != t {
+                            rescan_from = Some(rescan_from.map_or(*old_page, |r| r.min(*old_page)));
+                        }
+                    }
+                    in_check.insert(id.clone(), (t, page_no));
+                    if let Some((old_t, p)) = seen.get_mut(&id) {
+                        if *old_t != t {
+                            *old_t = t;
+                            changed_from = Some(changed_from.map_or(*p, |c| c.min(*p)));
+                        }
+                    }
+                    let sec = t.div_euclid(1000);
+                    if (lo..=hi).contains(&sec) && emitted.get(&id) != Some(&t) {
+                        ctx.emit(rec).await?;
+                        emitted.insert(id, t);
                     }
                 }
-                let sec = t.div_euclid(1000);
-                if (lo..=hi).contains(&sec) && emitted.get(&id) != Some(&t) {
-                    ctx.emit(rec).await?;
-                    emitted.insert(id, t);
+                if !page.has_next {
+                    break;
                 }
+                page_no += 1;
             }
-            if !page.has_next {
-                break;
+            match rescan_from {
+                None => return Ok(changed_from),
+                Some(p) => from_page = p,
             }
-            page_no += 1;
         }
-        Ok(changed_from)
+        // the check kept moving: read the window again
+        Ok(Some(1))
     }
 
     async fn fold_webhooks(&self, ctx: &mut Ctx, st: &mut StreamState) -> Result<(), SyncError> {
