@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, Rust tests, release build, Airbyte protocol
+# The whole test suite: formatting, lints, Rust tests, Airbyte protocol
 # validation with airbyte-cdk's models, a PyAirbyte sync, and the Docker image.
 #
 #   bash scripts/test.sh
@@ -9,7 +9,9 @@
 #   CARGO_TARGET_DIR         cargo's target dir (default ./target; .ci/run puts it in the cache)
 #   SOURCE_LOOP_SKIP_DOCKER=1  skip building and running the container image
 #   SOURCE_LOOP_SKIP_PYTHON=1  skip the protocol validation and PyAirbyte steps
-#   SOURCE_LOOP_SKIP_RUST=1    skip fmt/clippy/test/build; use the binaries in $CARGO_TARGET_DIR/release
+#   SOURCE_LOOP_SKIP_RUST=1    skip fmt/clippy/test/build; use the binaries in $CARGO_TARGET_DIR/debug
+#   (the Python checks drive the debug binaries cargo test built: no second, release, build;
+#   the Docker image is the release build)
 #   PYTHON                   the Python 3.11+ to make the venv with (default: python3)
 #   CONTAINER_SH             path to container.sh (default: ../shared/tools/container.sh, then
 #                            /work/shared/tools/container.sh)
@@ -47,13 +49,13 @@ if [ "${SOURCE_LOOP_SKIP_RUST:-0}" != 1 ]; then
   section "cargo test"
   cargo test --workspace --locked || die "cargo test"
 
-  section "cargo build --release (all binaries)"
-  cargo build --release --locked --workspace --bins || die "release build"
+  section "cargo build (all binaries, for the Python checks)"
+  cargo build --locked --workspace --bins || die "build"
 else
-  section "SOURCE_LOOP_SKIP_RUST=1: using the binaries already in $TARGET/release"
+  section "SOURCE_LOOP_SKIP_RUST=1: using the binaries already in $TARGET/debug"
 fi
-SOURCE_LOOP_BIN=$TARGET/release/source-loop
-FAKE_LOOP_BIN=$TARGET/release/fake-loop
+SOURCE_LOOP_BIN=$TARGET/debug/source-loop
+FAKE_LOOP_BIN=$TARGET/debug/fake-loop
 [ -x "$SOURCE_LOOP_BIN" ] || die "no $SOURCE_LOOP_BIN after the build"
 [ -x "$FAKE_LOOP_BIN" ] || die "no $FAKE_LOOP_BIN after the build"
 export SOURCE_LOOP_BIN FAKE_LOOP_BIN
