@@ -19,7 +19,7 @@
 //! far, with the record versions emitted in that second, so the next sync re-reads that
 //! second without re-emitting them. The window width adapts to the data's density.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -375,6 +375,16 @@ impl Engine {
         }
     }
 
+    /// A full pass over an endpoint without filters, watching for records that move while
+    /// it pages (Loop's order is undocumented):
+    /// * a record met again later with different content moved ahead of us (e.g. to the
+    ///   end of an `updatedAt`-ascending list), shifting what followed its old place: the
+    ///   pass is read again from that old page;
+    /// * a record met again with the same content was pushed down by something that moved
+    ///   or was inserted behind us (e.g. to the front of an `updatedAt`-descending list):
+    ///   the front is read again, until a page holds nothing new.
+    ///
+    /// Tracking is capped at [`FULL_REFRESH_TRACKED`] keys (bounded memory).
     async fn full_refresh(&self, ctx: &mut Ctx) -> Result<(), SyncError> {
         let def = ctx.def;
         let params: Vec<(&str, String)> = def
@@ -383,33 +393,50 @@ impl Engine {
             .map(|(k, v)| (*k, v.to_string()))
             .collect();
         let mut page_no = 1;
-        let mut prev_page: HashSet<String> = HashSet::new();
-        let mut out_of_order = false;
-        let mut last_id: Option<i128> = None;
+        // key → (page, content digest, pass it was met in)
+        let mut seen: HashMap<String, (u32, u64, u32)> = HashMap::new();
+        let mut tracking = true;
+        let mut rescan_from: Option<u32> = None;
+        let mut front_moved = false;
+        let mut front_pass = false;
+        let mut rescans = 0u32;
+        let mut unverified = false;
         loop {
             let page = self
                 .client
                 .get_page(def.endpoint, &params, page_no, &ctx.sink)
                 .await?;
-            let mut this_page = HashSet::new();
+            let mut new_on_page = 0usize;
+            let on_page = page.records.len();
             for mut rec in page.records {
                 ctx.normalizer.normalize(&mut rec);
-                let id = rec.get(def.primary_key).and_then(id_key);
-                if let Some(id) = &id {
-                    if prev_page.contains(id) {
-                        continue; // shifted down by an insert: already emitted
-                    }
-                    if let Ok(n) = id.parse::<i128>() {
-                        if last_id.is_some_and(|l| n < l) {
-                            out_of_order = true;
+                if let Some(id) = rec.get(def.primary_key).and_then(id_key) {
+                    let digest = content_digest(&rec);
+                    match seen.get(&id) {
+                        Some((first_page, d, pass)) if *d == digest => {
+                            // met earlier in this same pass, on an earlier page: pushed
+                            // down, something landed behind us
+                            if *pass == rescans && *first_page < page_no {
+                                front_moved = true;
+                            }
+                            continue; // already emitted
                         }
-                        last_id = Some(n);
+                        Some((old_page, _, _)) => {
+                            rescan_from = Some(rescan_from.map_or(*old_page, |r| r.min(*old_page)));
+                        }
+                        None => {}
                     }
-                    this_page.insert(id.clone());
+                    new_on_page += 1;
+                    if tracking {
+                        seen.insert(id, (page_no, digest, rescans));
+                        if seen.len() >= FULL_REFRESH_TRACKED {
+                            tracking = false;
+                            unverified = true;
+                        }
+                    }
                 }
                 ctx.emit(rec).await?;
             }
-            prev_page = this_page;
             if page_no % 20 == 0 {
                 ctx.log(
                     Level::Info,
@@ -420,15 +447,38 @@ impl Engine {
                 )
                 .await;
             }
-            if !page.has_next {
+            // a pass over the front ends at the first page with nothing new on it
+            let front_done = front_pass && on_page > 0 && new_on_page == 0;
+            if !page.has_next || front_done {
+                let next = match (rescan_from.take(), std::mem::take(&mut front_moved)) {
+                    (Some(p), _) => Some((p, false)),
+                    (None, true) => Some((1, true)),
+                    (None, false) => None,
+                };
+                match next {
+                    Some((p, front)) if rescans < 20 => {
+                        rescans += 1;
+                        ctx.report.rereads += 1;
+                        ctx.log(
+                            Level::Info,
+                            format!("{}: records moved while the endpoint was paged; reading again from page {p}", def.name),
+                        )
+                        .await;
+                        page_no = p;
+                        front_pass = front;
+                        continue;
+                    }
+                    Some(_) => unverified = true,
+                    None => {}
+                }
                 break;
             }
             page_no += 1;
         }
-        if out_of_order {
+        if unverified {
             ctx.log(
                 Level::Warn,
-                format!("{}: Loop did not page this endpoint in key order; a record changed during the pass may be missing until the next full refresh", def.name),
+                format!("{}: records kept moving while the endpoint was paged (or it has more than {FULL_REFRESH_TRACKED} records to track); a record may be missing until the next full refresh", def.name),
             )
             .await;
         }
@@ -870,6 +920,17 @@ impl Engine {
         st.seq = Some(seq);
         ctx.checkpoint(&st).await
     }
+}
+
+/// Keys a full refresh remembers to notice records moving while it pages (about 64 bytes
+/// each: memory stays bounded whatever the endpoint's size).
+pub const FULL_REFRESH_TRACKED: usize = 500_000;
+
+fn content_digest(v: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(v).unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 fn window_name(lo: i64, hi: i64) -> String {

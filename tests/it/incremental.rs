@@ -277,3 +277,41 @@ fn records_sharing_the_cursor_second_are_neither_lost_nor_repeated() {
         assert_eq!(got, expected, "page size {page_size}");
     }
 }
+
+#[test]
+fn full_refresh_streams_survive_records_moving_while_paged() {
+    for order in ORDERS {
+        let server = fake(FakeConfig {
+            page_order: order,
+            ..small()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), &server, json!({"page_size": 7}));
+        write_catalog(dir.path(), &["customers", "products"]);
+        let before: HashSet<String> = server
+            .records("customers")
+            .iter()
+            .map(|r| r["id"].to_string())
+            .collect();
+        server.mutate_every(
+            "/customer",
+            2,
+            Mutation::Touch {
+                stream: "customers".into(),
+                count: 1,
+            },
+        );
+        let r = read(dir.path(), None);
+        assert_eq!(r.code, Some(0), "{order:?}: {:?}", r.errors());
+        let got: HashSet<String> = r
+            .records("customers")
+            .iter()
+            .map(|d| d["id"].to_string())
+            .collect();
+        let missing: Vec<_> = before.difference(&got).collect();
+        assert!(
+            missing.is_empty(),
+            "{order:?}: customers never emitted: {missing:?}"
+        );
+    }
+}
