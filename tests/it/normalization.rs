@@ -152,3 +152,46 @@ fn invalid_records_are_reported_in_each_mode() {
     assert!(e["message"].as_str().unwrap().contains(&bad_id.to_string()));
     assert_eq!(r.statuses("subscriptions").last().unwrap(), "INCOMPLETE");
 }
+
+#[test]
+fn minor_units_become_exact_major_amounts_and_new_fields_pass_through() {
+    let server = fake(small());
+    let orders = server.records("orders");
+    let usd = orders.iter().find(|o| o["currencyCode"] == "USD").unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    server.mutate(Mutation::Patch {
+        stream: "orders".into(),
+        id: usd,
+        fields: serde_json::from_value(json!({
+            "totalPrice": 123456789012345678u64, "totalTax": "5", "loyaltyTier": {"name": "gold", "points": 12}
+        }))
+        .unwrap(),
+    });
+    settle();
+    let dir = tempfile::tempdir().unwrap();
+    write_catalog(dir.path(), &["orders"]);
+    write_config(dir.path(), &server, json!({"money_unit": "minor"}));
+    let r = read(dir.path(), None);
+    assert_eq!(r.code, Some(0));
+    let out = r
+        .records("orders")
+        .into_iter()
+        .find(|o| o["id"].as_i64() == Some(usd))
+        .unwrap()
+        .clone();
+    assert_eq!(out["totalPrice"], "1234567890123456.78");
+    assert_eq!(out["totalTax"], "0.05");
+    assert_eq!(
+        out["loyaltyTier"],
+        json!({"name": "gold", "points": 12}),
+        "unknown fields pass through"
+    );
+    assert!(
+        r.logs()
+            .iter()
+            .all(|l| !l.contains("does not match the schema")),
+        "new upstream fields are allowed by the schemas: {:?}",
+        r.logs()
+    );
+}
