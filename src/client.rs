@@ -172,9 +172,23 @@ impl Endpoint {
 enum Attempt {
     Retry {
         reason: String,
-        wait: Option<Duration>,
+        /// HTTP 429: the endpoint is paused and its pace slowed.
+        rate_limited: bool,
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
     },
     Fatal(ApiError),
+}
+
+impl Attempt {
+    /// A transient failure with no instructions from the server: back off and retry.
+    fn retry(reason: impl Into<String>) -> Self {
+        Attempt::Retry {
+            reason: reason.into(),
+            rate_limited: false,
+            retry_after: None,
+        }
+    }
 }
 
 pub struct LoopClient {
@@ -182,8 +196,11 @@ pub struct LoopClient {
     base_url: String,
     page_size: u32,
     retry: RetryPolicy,
+    /// The path part of `base_url`, for messages (no host, no query).
+    base_path: String,
     endpoints: HashMap<String, Endpoint>,
-    default_interval: Duration,
+    /// Pace for an endpoint without a configured limit (paced like `/subscription`).
+    fallback: Endpoint,
     pub stats: ClientStats,
 }
 
@@ -202,31 +219,28 @@ impl LoopClient {
             .connect_timeout(Duration::from_secs(15))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
-        let mut endpoints = HashMap::new();
-        for (name, _) in config.rate_limits.iter() {
-            endpoints.insert(
-                name.clone(),
-                Endpoint::new(config.rate_limit(name).interval()),
-            );
-        }
-        for ep in [
-            "subscription",
-            "order",
-            "customer",
-            "product",
-            "activityLog",
-        ] {
-            endpoints
-                .entry(ep.to_string())
-                .or_insert_with(|| Endpoint::new(config.rate_limit(ep).interval()));
-        }
+        // `rate_limits` holds Loop's defaults for every endpoint plus the user's overrides
+        let endpoints = config
+            .rate_limits
+            .keys()
+            .map(|name| {
+                (
+                    name.clone(),
+                    Endpoint::new(config.rate_limit(name).interval()),
+                )
+            })
+            .collect();
+        let base_path = reqwest::Url::parse(&config.base_url)
+            .map(|u| u.path().trim_end_matches('/').to_string())
+            .unwrap_or_default();
         Ok(LoopClient {
             http,
             base_url: config.base_url.clone(),
             page_size: config.page_size,
             retry: config.retry.clone(),
+            base_path,
             endpoints,
-            default_interval: config.rate_limit("subscription").interval(),
+            fallback: Endpoint::new(config.rate_limit("subscription").interval()),
             stats: ClientStats::default(),
         })
     }
@@ -249,13 +263,6 @@ impl LoopClient {
             .unwrap_or_default()
     }
 
-    fn url_path(&self, endpoint: &str) -> String {
-        let base_path = reqwest::Url::parse(&self.base_url)
-            .map(|u| u.path().trim_end_matches('/').to_string())
-            .unwrap_or_default();
-        format!("{base_path}/{endpoint}")
-    }
-
     /// GET one page, retrying what is transient. `params` are extra query parameters.
     pub async fn get_page(
         &self,
@@ -264,17 +271,9 @@ impl LoopClient {
         page_no: u32,
         sink: &Sink,
     ) -> Result<Page, ApiError> {
-        let ep = self.endpoints.get(endpoint);
-        let fallback;
-        let ep = match ep {
-            Some(e) => e,
-            None => {
-                fallback = Endpoint::new(self.default_interval);
-                &fallback
-            }
-        };
+        let ep = self.endpoints.get(endpoint).unwrap_or(&self.fallback);
         let url = format!("{}/{}", self.base_url, endpoint);
-        let path = self.url_path(endpoint);
+        let path = format!("{}/{endpoint}", self.base_path);
         let mut query: Vec<(&str, String)> = vec![
             ("pageNo", page_no.to_string()),
             ("pageSize", self.page_size.to_string()),
@@ -289,7 +288,7 @@ impl LoopClient {
             ep.stats.requests.fetch_add(1, Ordering::Relaxed);
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let outcome = self.attempt(&url, &path, &query).await;
-            let (reason, wait) = match outcome {
+            let (reason, rate_limited, retry_after) = match outcome {
                 Ok(page) => {
                     ep.on_success();
                     ep.stats.pages.fetch_add(1, Ordering::Relaxed);
@@ -297,15 +296,18 @@ impl LoopClient {
                     return Ok(page);
                 }
                 Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry { reason, wait }) => (reason, wait),
+                Err(Attempt::Retry {
+                    reason,
+                    rate_limited,
+                    retry_after,
+                }) => (reason, rate_limited, retry_after),
             };
-            let backoff = self.backoff(attempt);
-            let is_429 = wait.is_some() || reason.starts_with("HTTP 429");
-            let wait = match wait {
+            // the server's word when it gave one, else exponential backoff with jitter
+            let wait = match retry_after {
                 Some(w) => w.min(Duration::from_secs(600)),
-                None => backoff,
+                None => self.backoff(attempt),
             };
-            if is_429 {
+            if rate_limited {
                 ep.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                 self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                 ep.on_rate_limited(wait);
@@ -331,7 +333,7 @@ impl LoopClient {
                 ),
             )
             .await;
-            if !is_429 {
+            if !rate_limited {
                 tokio::time::sleep(wait).await;
             }
             // a 429 blocks the whole endpoint until `wait` has passed (acquire() waits)
@@ -357,12 +359,7 @@ impl LoopClient {
     ) -> Result<Page, Attempt> {
         let resp = match self.http.get(url).query(query).send().await {
             Ok(r) => r,
-            Err(e) => {
-                return Err(Attempt::Retry {
-                    reason: describe_reqwest(&e),
-                    wait: None,
-                })
-            }
+            Err(e) => return Err(Attempt::retry(describe_reqwest(&e))),
         };
         let status = resp.status();
         let server_date = resp
@@ -384,14 +381,11 @@ impl LoopClient {
         let body = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
-                return Err(Attempt::Retry {
-                    reason: format!(
-                        "HTTP {}: body cut short ({})",
-                        status.as_u16(),
-                        describe_reqwest(&e)
-                    ),
-                    wait: None,
-                })
+                return Err(Attempt::retry(format!(
+                    "HTTP {}: body cut short ({})",
+                    status.as_u16(),
+                    describe_reqwest(&e)
+                )))
             }
         };
         let message = || error_message(&body);
@@ -417,31 +411,21 @@ impl LoopClient {
             StatusCode::TOO_MANY_REQUESTS => {
                 return Err(Attempt::Retry {
                     reason: "HTTP 429 rate limited".to_string(),
-                    wait: Some(
-                        retry_after
-                            .unwrap_or_else(|| self.backoff(1).max(Duration::from_millis(1))),
-                    ),
+                    rate_limited: true,
+                    retry_after,
                 })
             }
-            StatusCode::REQUEST_TIMEOUT => {
-                return Err(Attempt::Retry {
-                    reason: "HTTP 408 request timeout".into(),
-                    wait: None,
-                })
-            }
+            StatusCode::REQUEST_TIMEOUT => return Err(Attempt::retry("HTTP 408 request timeout")),
             s if s.is_server_error() => {
-                return Err(Attempt::Retry {
-                    reason: format!(
-                        "HTTP {}{}",
-                        s.as_u16(),
-                        if is_html {
-                            " (HTML error page)".to_string()
-                        } else {
-                            format!(": {}", message())
-                        }
-                    ),
-                    wait: None,
-                })
+                return Err(Attempt::retry(format!(
+                    "HTTP {}{}",
+                    s.as_u16(),
+                    if is_html {
+                        " (HTML error page)".to_string()
+                    } else {
+                        format!(": {}", message())
+                    }
+                )))
             }
             s => {
                 return Err(Attempt::Fatal(ApiError::Rejected {
@@ -454,47 +438,41 @@ impl LoopClient {
         let mut value: Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
             Err(e) => {
-                return Err(Attempt::Retry {
-                    reason: if is_html {
-                        "HTTP 200 with an HTML page instead of JSON".to_string()
-                    } else {
-                        format!("malformed JSON page ({e})")
-                    },
-                    wait: None,
-                })
+                return Err(Attempt::retry(if is_html {
+                    "HTTP 200 with an HTML page instead of JSON".to_string()
+                } else {
+                    format!("malformed JSON page ({e})")
+                }))
             }
         };
         if value.get("success").and_then(Value::as_bool) == Some(false) {
             // (checked before `data` is taken out)
-            return Err(Attempt::Retry {
-                reason: format!("Loop answered success=false: {}", message()),
-                wait: None,
-            });
+            return Err(Attempt::retry(format!(
+                "Loop answered success=false: {}",
+                message()
+            )));
         }
         let records = match value.get_mut("data").map(Value::take) {
             Some(Value::Array(a)) => a,
             _ => {
-                return Err(Attempt::Retry {
-                    reason: "malformed page: `data` is not a list".to_string(),
-                    wait: None,
-                })
+                return Err(Attempt::retry(
+                    "malformed page: `data` is not a list".to_string(),
+                ))
             }
         };
         let has_next = match value.pointer("/pageInfo/hasNextPage") {
             Some(Value::Bool(b)) => *b,
             None if records.is_empty() => false,
             _ => {
-                return Err(Attempt::Retry {
-                    reason: "malformed page: `pageInfo.hasNextPage` is missing".to_string(),
-                    wait: None,
-                })
+                return Err(Attempt::retry(
+                    "malformed page: `pageInfo.hasNextPage` is missing".to_string(),
+                ))
             }
         };
         if let Some(i) = records.iter().position(|r| !r.is_object()) {
-            return Err(Attempt::Retry {
-                reason: format!("malformed page: record {i} is not a JSON object"),
-                wait: None,
-            });
+            return Err(Attempt::retry(format!(
+                "malformed page: record {i} is not a JSON object"
+            )));
         }
         Ok(Page {
             records,
