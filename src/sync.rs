@@ -387,11 +387,7 @@ impl Engine {
     /// Tracking is capped at [`FULL_REFRESH_TRACKED`] keys (bounded memory).
     async fn full_refresh(&self, ctx: &mut Ctx) -> Result<(), SyncError> {
         let def = ctx.def;
-        let params: Vec<(&str, String)> = def
-            .fixed_params
-            .iter()
-            .map(|(k, v)| (*k, v.to_string()))
-            .collect();
+        let params = fixed_params(def);
         let mut page_no = 1;
         // key → (page, content digest, pass it was met in)
         let mut seen: HashMap<String, (u32, u64, u32)> = HashMap::new();
@@ -497,11 +493,7 @@ impl Engine {
             FilterBounds::Unknown => (lo - 1, hi + 1),
             FilterBounds::Inclusive => (lo, hi),
         };
-        let mut p: Vec<(&'static str, String)> = def
-            .fixed_params
-            .iter()
-            .map(|(k, v)| (*k, v.to_string()))
-            .collect();
+        let mut p = fixed_params(def);
         p.push((start_param, qs.to_string()));
         p.push((end_param, qe.to_string()));
         p
@@ -611,7 +603,7 @@ impl Engine {
                 }
             }
         }
-        if last_checkpoint.as_ref() != Some(&st) || st.cursor.is_none() {
+        if last_checkpoint.as_ref() != Some(&st) {
             ctx.checkpoint(&st).await?;
         }
         Ok(st)
@@ -746,11 +738,7 @@ impl Engine {
         let Mode::Incremental { start_param, .. } = def.mode else {
             unreachable!()
         };
-        let mut params: Vec<(&str, String)> = def
-            .fixed_params
-            .iter()
-            .map(|(k, v)| (*k, v.to_string()))
-            .collect();
+        let mut params = fixed_params(def);
         params.push((start_param, since.timestamp().to_string()));
         let mut changed_from: Option<u32> = None;
         // Everything the check returned so far: a record showing up again with a newer
@@ -815,29 +803,15 @@ impl Engine {
         let def = ctx.def;
         let kind = def.webhook_kind.expect("checked");
         let path = self.config.journal_path.clone().expect("checked");
-        let jerr = |e: &dyn std::fmt::Display| SyncError::Journal {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        };
-        if !path.exists() {
-            ctx.log(
-                Level::Info,
-                format!(
-                    "{}: webhook journal {} does not exist yet; nothing to fold",
-                    def.name,
-                    path.display()
-                ),
-            )
-            .await;
+        let Some(reader) = open_journal(ctx, &path).await? else {
             return Ok(());
-        }
-        let reader = loop_webhooks::journal::JournalReader::open(&path).map_err(|e| jerr(&e))?;
+        };
         let upper_ms = self.upper_sec * 1000 + 999;
         let mut seq = st.seq.unwrap_or(0);
         loop {
             let events = reader
                 .newest_entities_after(kind, seq, 500)
-                .map_err(|e| jerr(&e))?;
+                .map_err(|e| journal_error(&path, e))?;
             if events.is_empty() {
                 break;
             }
@@ -873,25 +847,14 @@ impl Engine {
                 message: "the webhook_events stream needs `journal_path` in the config (the file `source-loop serve` writes)".into(),
             });
         };
-        let jerr = |e: &dyn std::fmt::Display| SyncError::Journal {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        };
-        if !path.exists() {
-            ctx.log(
-                Level::Warn,
-                format!(
-                    "webhook_events: journal {} does not exist yet (start `source-loop serve`)",
-                    path.display()
-                ),
-            )
-            .await;
+        let Some(reader) = open_journal(ctx, &path).await? else {
             return ctx.checkpoint(&st).await;
-        }
-        let reader = loop_webhooks::journal::JournalReader::open(&path).map_err(|e| jerr(&e))?;
+        };
         let mut seq = st.seq.unwrap_or(0);
         loop {
-            let events = reader.events_after(seq, 1000).map_err(|e| jerr(&e))?;
+            let events = reader
+                .events_after(seq, 1000)
+                .map_err(|e| journal_error(&path, e))?;
             if events.is_empty() {
                 break;
             }
@@ -920,6 +883,43 @@ impl Engine {
         st.seq = Some(seq);
         ctx.checkpoint(&st).await
     }
+}
+
+/// The query parameters every request of the stream sends (e.g. `type=ALL`).
+fn fixed_params(def: &StreamDef) -> Vec<(&'static str, String)> {
+    def.fixed_params
+        .iter()
+        .map(|(k, v)| (*k, v.to_string()))
+        .collect()
+}
+
+fn journal_error(path: &std::path::Path, e: impl std::fmt::Display) -> SyncError {
+    SyncError::Journal {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// The webhook journal, or None (with a warning) while `serve` has not created it.
+async fn open_journal(
+    ctx: &Ctx,
+    path: &std::path::Path,
+) -> Result<Option<loop_webhooks::journal::JournalReader>, SyncError> {
+    if !path.exists() {
+        ctx.log(
+            Level::Warn,
+            format!(
+                "{}: webhook journal {} does not exist yet (start `source-loop serve`); nothing to read from it",
+                ctx.def.name,
+                path.display()
+            ),
+        )
+        .await;
+        return Ok(None);
+    }
+    loop_webhooks::journal::JournalReader::open(path)
+        .map(Some)
+        .map_err(|e| journal_error(path, e))
 }
 
 /// Keys a full refresh remembers to notice records moving while it pages (about 64 bytes
