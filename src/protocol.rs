@@ -49,13 +49,40 @@ fn descriptor(stream: &str) -> Value {
     json!({"name": stream})
 }
 
+/// The RECORD message, borrowing the record (no copy on the hot path).
+#[derive(serde::Serialize)]
+struct RecordMessage<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    record: RecordBody<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct RecordBody<'a> {
+    stream: &'a str,
+    data: &'a Value,
+    emitted_at: i64,
+}
+
+impl<'a> RecordMessage<'a> {
+    fn new(stream: &'a str, data: &'a Value) -> Self {
+        RecordMessage {
+            kind: "RECORD",
+            record: RecordBody {
+                stream,
+                data,
+                emitted_at: now_ms(),
+            },
+        }
+    }
+}
+
 /// Convert one engine event into its Airbyte message.
 pub fn to_airbyte(event: &Event) -> Value {
     match event {
-        Event::Record { stream, data } => json!({
-            "type": "RECORD",
-            "record": {"stream": stream, "data": data, "emitted_at": now_ms()}
-        }),
+        Event::Record { stream, data } => {
+            serde_json::to_value(RecordMessage::new(stream, data)).expect("a record serializes")
+        }
         Event::State {
             stream,
             state,
@@ -124,28 +151,8 @@ impl<W: Write> LineWriter<W> {
 
     pub fn write_event(&mut self, e: &Event) -> io::Result<()> {
         if let Event::Record { stream, data } = e {
-            // the hot path: serialize the record in place, no intermediate Value
-            #[derive(serde::Serialize)]
-            struct Body<'a> {
-                stream: &'a str,
-                data: &'a Value,
-                emitted_at: i64,
-            }
-            #[derive(serde::Serialize)]
-            struct Msg<'a> {
-                #[serde(rename = "type")]
-                kind: &'static str,
-                record: Body<'a>,
-            }
-            let msg = Msg {
-                kind: "RECORD",
-                record: Body {
-                    stream,
-                    data,
-                    emitted_at: now_ms(),
-                },
-            };
-            serde_json::to_writer(&mut self.out, &msg)?;
+            // the hot path: serialized in place, no intermediate Value
+            serde_json::to_writer(&mut self.out, &RecordMessage::new(stream, data))?;
             return self.out.write_all(b"\n");
         }
         self.write_value(&to_airbyte(e))?;
