@@ -238,22 +238,23 @@ pub fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
     None
 }
 
+fn parse_json(text: &str) -> Result<Value, ConfigError> {
+    serde_json::from_str(text).map_err(|e| ConfigError {
+        problems: vec![format!(
+            "the config file is not valid JSON ({e}); it must be a JSON object such as {{\"api_token\": \"...\"}}"
+        )],
+    })
+}
+
 impl Config {
     /// Parse the config file's text. Errors never contain the token.
     pub fn from_json_str(text: &str) -> Result<Config, ConfigError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| ConfigError {
-            problems: vec![format!(
-                "the config file is not valid JSON ({e}); it must be a JSON object such as {{\"api_token\": \"...\"}}"
-            )],
-        })?;
-        Config::from_value(&value)
+        Config::from_value(&parse_json(text)?)
     }
 
     /// The config for `serve`, which never calls the API: `api_token` may be absent.
     pub fn for_receiver(text: &str) -> Result<Config, ConfigError> {
-        let mut value: Value = serde_json::from_str(text).map_err(|e| ConfigError {
-            problems: vec![format!("the config file is not valid JSON ({e})")],
-        })?;
+        let mut value = parse_json(text)?;
         if let Some(m) = value.as_object_mut() {
             m.entry("api_token")
                 .or_insert_with(|| Value::String("unused-by-serve".into()));
