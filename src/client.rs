@@ -4,6 +4,9 @@
 //! configured share of the store-wide pool). A 429 blocks the endpoint for `Retry-After`
 //! (or an exponential backoff with jitter) and slows its limiter down; successes speed it
 //! back up towards the configured pace.
+//!
+//! The client writes nothing into the engine's output: it returns typed results, keeps
+//! per-endpoint stats, and tells a [`RetryObserver`] about each retry it is about to make.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -18,18 +21,44 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::config::{Config, RetryPolicy};
-use crate::event::{Event, FailureType, Level};
+use crate::event::FailureType;
 
-/// Where to send progress/log lines.
-pub type Sink = tokio::sync::mpsc::Sender<Event>;
+/// A retry the client is about to make (after `wait`).
+#[derive(Debug, Clone)]
+pub struct RetryNotice {
+    /// The request's path (no host, no query).
+    pub path: String,
+    pub page: u32,
+    pub reason: String,
+    /// This retry's number, from 1.
+    pub attempt: u32,
+    pub max_retries: u32,
+    pub wait: Duration,
+}
 
-pub async fn log(sink: &Sink, level: Level, message: impl Into<String>) {
-    let _ = sink
-        .send(Event::Log {
-            level,
-            message: message.into(),
-        })
-        .await;
+impl std::fmt::Display for RetryNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} page {}: {}; retry {}/{} in {:.1}s",
+            self.path,
+            self.page,
+            self.reason,
+            self.attempt,
+            self.max_retries,
+            self.wait.as_secs_f64()
+        )
+    }
+}
+
+/// Told about every retry, before its wait (the engine turns them into LOG lines).
+pub trait RetryObserver: Sync {
+    fn retrying(&self, notice: RetryNotice);
+}
+
+/// Nobody listening (e.g. `check`).
+impl RetryObserver for () {
+    fn retrying(&self, _: RetryNotice) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,17 +103,31 @@ pub struct Page {
 }
 
 #[derive(Debug, Default)]
-pub struct ClientStats {
-    pub requests: AtomicU64,
-    pub pages: AtomicU64,
-    pub retries: AtomicU64,
-    pub rate_limited: AtomicU64,
-    pub wait_ms: AtomicU64,
+struct Counters {
+    requests: AtomicU64,
+    retries: AtomicU64,
+    rate_limited: AtomicU64,
+    wait_ms: AtomicU64,
 }
 
-impl ClientStats {
-    pub fn get(&self, c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
+/// Requests made, retries, 429s and time spent waiting for the pacer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestStats {
+    pub requests: u64,
+    pub retries: u64,
+    pub rate_limited: u64,
+    pub wait_ms: u64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> RequestStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RequestStats {
+            requests: get(&self.requests),
+            retries: get(&self.retries),
+            rate_limited: get(&self.rate_limited),
+            wait_ms: get(&self.wait_ms),
+        }
     }
 }
 
@@ -107,7 +150,7 @@ fn limiter_for(interval: Duration) -> Arc<DefaultDirectRateLimiter> {
 /// Per-endpoint adaptive pacing.
 struct Endpoint {
     pace: Mutex<Pace>,
-    stats: ClientStats,
+    stats: Counters,
 }
 
 impl Endpoint {
@@ -120,7 +163,7 @@ impl Endpoint {
                 limiter: limiter_for(interval),
                 blocked_until: None,
             }),
-            stats: ClientStats::default(),
+            stats: Counters::default(),
         }
     }
 
@@ -201,7 +244,7 @@ pub struct LoopClient {
     endpoints: HashMap<String, Endpoint>,
     /// Pace for an endpoint without a configured limit (paced like `/subscription`).
     fallback: Endpoint,
-    pub stats: ClientStats,
+    stats: Counters,
 }
 
 impl LoopClient {
@@ -241,7 +284,7 @@ impl LoopClient {
             base_path,
             endpoints,
             fallback: Endpoint::new(config.rate_limit("subscription").interval()),
-            stats: ClientStats::default(),
+            stats: Counters::default(),
         })
     }
 
@@ -249,18 +292,17 @@ impl LoopClient {
         self.page_size
     }
 
-    /// Total requests, 429s and pacing waits for one endpoint.
-    pub fn endpoint_stats(&self, endpoint: &str) -> (u64, u64, u64) {
+    /// Requests, retries, 429s and pacing waits for one endpoint.
+    pub fn endpoint_stats(&self, endpoint: &str) -> RequestStats {
         self.endpoints
             .get(endpoint)
-            .map(|e| {
-                (
-                    e.stats.get(&e.stats.requests),
-                    e.stats.get(&e.stats.rate_limited),
-                    e.stats.get(&e.stats.wait_ms),
-                )
-            })
+            .map(|e| e.stats.snapshot())
             .unwrap_or_default()
+    }
+
+    /// Requests, retries and 429s over every endpoint.
+    pub fn stats(&self) -> RequestStats {
+        self.stats.snapshot()
     }
 
     /// GET one page, retrying what is transient. `params` are extra query parameters.
@@ -269,7 +311,7 @@ impl LoopClient {
         endpoint: &str,
         params: &[(&str, String)],
         page_no: u32,
-        sink: &Sink,
+        observer: &dyn RetryObserver,
     ) -> Result<Page, ApiError> {
         let ep = self.endpoints.get(endpoint).unwrap_or(&self.fallback);
         let url = format!("{}/{}", self.base_url, endpoint);
@@ -291,8 +333,6 @@ impl LoopClient {
             let (reason, rate_limited, retry_after) = match outcome {
                 Ok(page) => {
                     ep.on_success();
-                    ep.stats.pages.fetch_add(1, Ordering::Relaxed);
-                    self.stats.pages.fetch_add(1, Ordering::Relaxed);
                     return Ok(page);
                 }
                 Err(Attempt::Fatal(e)) => return Err(e),
@@ -322,17 +362,16 @@ impl LoopClient {
                     last: reason,
                 });
             }
+            ep.stats.retries.fetch_add(1, Ordering::Relaxed);
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            log(
-                sink,
-                Level::Warn,
-                format!(
-                    "{path} page {page_no}: {reason}; retry {attempt}/{} in {:.1}s",
-                    self.retry.max_attempts - 1,
-                    wait.as_secs_f64()
-                ),
-            )
-            .await;
+            observer.retrying(RetryNotice {
+                path: path.clone(),
+                page: page_no,
+                reason,
+                attempt,
+                max_retries: self.retry.max_attempts - 1,
+                wait,
+            });
             if !rate_limited {
                 tokio::time::sleep(wait).await;
             }

@@ -1,7 +1,13 @@
-//! What the sync engine produces, independent of any wire protocol. The protocol layer
-//! (`protocol.rs` for Airbyte; a Singer writer later) turns these into messages.
+//! What the sync engine produces, independent of any wire protocol. A front end's
+//! [`crate::output::Writer`] turns these into its messages (Airbyte today; Singer and a
+//! database loader plug in the same way). An event carries everything a writer needs, so
+//! a writer never looks anything up: a stream's start carries its definition and mode,
+//! a checkpoint its typed state.
 
 use serde_json::Value;
+
+use crate::state::StreamState;
+use crate::streams::{Selected, StreamDef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -11,15 +17,16 @@ pub enum Level {
     Error,
 }
 
+/// A stream's progress after it started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamStatus {
-    Started,
+    /// The first record is on its way.
     Running,
     Complete,
     Incomplete,
 }
 
-/// Protocol-level classification of a failure.
+/// Who has to act on a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureType {
     /// The user must change something (token, config, catalog, state).
@@ -30,26 +37,19 @@ pub enum FailureType {
     System,
 }
 
-impl FailureType {
-    pub fn as_airbyte(self) -> &'static str {
-        match self {
-            FailureType::Config => "config_error",
-            FailureType::Transient => "transient_error",
-            FailureType::System => "system_error",
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// A stream begins: its definition (keys, cursor, schema) and how it is read.
+    StreamStarted(Selected),
     Record {
         stream: &'static str,
         data: Value,
     },
-    /// A checkpoint: everything this stream emitted before it is covered by `state`.
-    State {
-        stream: &'static str,
-        state: Value,
+    /// Everything this stream emitted before it is covered by `state`.
+    Checkpoint {
+        stream: &'static StreamDef,
+        state: StreamState,
+        /// Records emitted since the stream's previous checkpoint.
         record_count: u64,
     },
     Status {
@@ -67,3 +67,15 @@ pub enum Event {
         failure: FailureType,
     },
 }
+
+impl Event {
+    pub fn log(level: Level, message: impl Into<String>) -> Event {
+        Event::Log {
+            level,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where the engine sends its events.
+pub type Sink = tokio::sync::mpsc::Sender<Event>;

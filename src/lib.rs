@@ -1,15 +1,20 @@
-//! source-loop: an Airbyte source for the Loop Subscriptions Admin API.
+//! source-loop: the Loop Subscriptions Admin API as an Airbyte source, with a webhook
+//! receiver. One engine, several front ends:
 //!
-//! Layers: [`config`] → [`client`] (HTTP, pacing, retries) → [`sync`] (the engine, emits
-//! [`event::Event`]s) → [`protocol`] (Airbyte messages). [`cli`] wires them together.
+//! [`config`] → [`client`] (HTTP, pacing, retries) → [`sync`] (the engine; emits neutral
+//! [`event::Event`]s for the [`streams`] a front end selected) → an [`output::Writer`]
+//! (the front end's messages). [`run`] drives `check` and `read` once for every front
+//! end; [`airbyte`] is the Airbyte front end; [`webhooks`] wires `serve`; [`cli`] parses
+//! arguments. docs/architecture.md draws the map.
 
-pub mod catalog;
+pub mod airbyte;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod event;
 pub mod normalize;
-pub mod protocol;
+pub mod output;
+pub mod run;
 pub mod state;
 pub mod streams;
 pub mod sync;

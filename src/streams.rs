@@ -1,113 +1,214 @@
-//! The stream table: every stream is one entry of data, not a copy of code.
+//! The stream table: every stream is one entry of data plus a schema file, not a copy of
+//! code. A stream's shape is a [`StreamKind`], so what cannot happen cannot be written
+//! down: an incremental stream always has a cursor and its filter parameters, a
+//! full-refresh stream has neither, and the webhook journal has no API endpoint.
+
+/// Where a stream's records come from on the Loop Admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Path under the API base, without the leading slash; also the rate-limit key.
+    pub path: &'static str,
+    /// Extra query parameters every request sends (e.g. `type=ALL`).
+    pub fixed_params: &'static [(&'static str, &'static str)],
+}
+
+/// An endpoint read by time windows on an epoch-filtered cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windowed {
+    pub endpoint: Endpoint,
+    /// Field holding the record's version instant.
+    pub cursor: &'static str,
+    /// Query parameters bounding the cursor, in unix seconds.
+    pub start_param: &'static str,
+    pub end_param: &'static str,
+    /// Webhook entity kind whose newer versions fold into this stream.
+    pub webhook_kind: Option<&'static str>,
+}
 
 /// How a stream is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Read by time windows on `cursor`, using the endpoint's epoch filters.
-    Incremental {
-        start_param: &'static str,
-        end_param: &'static str,
-    },
+pub enum StreamKind {
+    /// Read by time windows on the cursor (see `sync::incremental`).
+    Incremental(Windowed),
     /// No filter known: every sync pages through everything.
-    FullRefresh,
-    /// The webhook journal, incremental on its sequence number.
+    FullRefresh(Endpoint),
+    /// The webhook journal written by `serve`, incremental on its sequence number.
     Journal,
 }
+
+/// The journal stream's cursor: the journal's sequence number.
+pub const JOURNAL_CURSOR: &str = "seq";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamDef {
     pub name: &'static str,
-    /// Endpoint path under the API base, without the leading slash; also the rate-limit key.
-    pub endpoint: &'static str,
-    /// Extra query parameters every request sends.
-    pub fixed_params: &'static [(&'static str, &'static str)],
     pub primary_key: &'static str,
-    /// Field holding the record's version instant (None for full refresh).
-    pub cursor: Option<&'static str>,
-    pub mode: Mode,
-    /// Webhook entity kind whose newer versions fold into this stream.
-    pub webhook_kind: Option<&'static str>,
+    pub kind: StreamKind,
+    /// The stream's JSON schema (`schemas/<name>.json`).
     pub schema: &'static str,
 }
 
 impl StreamDef {
-    pub fn is_incremental(&self) -> bool {
-        !matches!(self.mode, Mode::FullRefresh)
+    /// The field a platform may use as this stream's cursor (none for full refresh).
+    pub fn cursor(&self) -> Option<&'static str> {
+        match self.kind {
+            StreamKind::Incremental(w) => Some(w.cursor),
+            StreamKind::FullRefresh(_) => None,
+            StreamKind::Journal => Some(JOURNAL_CURSOR),
+        }
+    }
+
+    /// Whether an incremental read of this stream resumes from a cursor.
+    pub fn supports_incremental(&self) -> bool {
+        self.cursor().is_some()
+    }
+
+    /// The API endpoint, if the stream is read from the API.
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        match &self.kind {
+            StreamKind::Incremental(w) => Some(&w.endpoint),
+            StreamKind::FullRefresh(e) => Some(e),
+            StreamKind::Journal => None,
+        }
+    }
+
+    /// The stream's JSON schema as a value.
+    pub fn schema_value(&self) -> serde_json::Value {
+        // The bundled schemas are checked by `every_bundled_schema_is_a_json_object`.
+        serde_json::from_str(self.schema).unwrap_or_default()
+    }
+}
+
+const fn endpoint(path: &'static str) -> Endpoint {
+    Endpoint {
+        path,
+        fixed_params: &[],
     }
 }
 
 pub const STREAMS: &[StreamDef] = &[
     StreamDef {
         name: "subscriptions",
-        endpoint: "subscription",
-        fixed_params: &[],
         primary_key: "id",
-        cursor: Some("updatedAt"),
-        mode: Mode::Incremental {
+        kind: StreamKind::Incremental(Windowed {
+            endpoint: endpoint("subscription"),
+            cursor: "updatedAt",
             start_param: "updatedAtStartEpoch",
             end_param: "updatedAtEndEpoch",
-        },
-        webhook_kind: Some("subscription"),
+            webhook_kind: Some("subscription"),
+        }),
         schema: include_str!("../schemas/subscriptions.json"),
     },
     StreamDef {
         name: "orders",
-        endpoint: "order",
-        fixed_params: &[],
         primary_key: "id",
-        cursor: Some("updatedAt"),
-        mode: Mode::Incremental {
+        kind: StreamKind::Incremental(Windowed {
+            endpoint: endpoint("order"),
+            cursor: "updatedAt",
             start_param: "updatedAtStartEpoch",
             end_param: "updatedAtEndEpoch",
-        },
-        webhook_kind: Some("order"),
+            webhook_kind: Some("order"),
+        }),
         schema: include_str!("../schemas/orders.json"),
     },
     StreamDef {
         name: "customers",
-        endpoint: "customer",
-        fixed_params: &[],
         primary_key: "id",
-        cursor: None,
-        mode: Mode::FullRefresh,
-        webhook_kind: None,
+        kind: StreamKind::FullRefresh(endpoint("customer")),
         schema: include_str!("../schemas/customers.json"),
     },
     StreamDef {
         name: "products",
-        endpoint: "product",
-        fixed_params: &[("type", "ALL")],
         primary_key: "shopifyId",
-        cursor: None,
-        mode: Mode::FullRefresh,
-        webhook_kind: None,
+        kind: StreamKind::FullRefresh(Endpoint {
+            path: "product",
+            fixed_params: &[("type", "ALL")],
+        }),
         schema: include_str!("../schemas/products.json"),
     },
     StreamDef {
         name: "activity_logs",
-        endpoint: "activityLog",
-        fixed_params: &[],
         primary_key: "id",
-        cursor: Some("createdAt"),
-        mode: Mode::Incremental {
+        kind: StreamKind::Incremental(Windowed {
+            endpoint: endpoint("activityLog"),
+            cursor: "createdAt",
             start_param: "createdAtStartEpoch",
             end_param: "createdAtEndEpoch",
-        },
-        webhook_kind: None,
+            webhook_kind: None,
+        }),
         schema: include_str!("../schemas/activity_logs.json"),
     },
     StreamDef {
         name: "webhook_events",
-        endpoint: "",
-        fixed_params: &[],
         primary_key: "id",
-        cursor: Some("seq"),
-        mode: Mode::Journal,
-        webhook_kind: None,
+        kind: StreamKind::Journal,
         schema: include_str!("../schemas/webhook_events.json"),
     },
 ];
 
 pub fn find(name: &str) -> Option<&'static StreamDef> {
     STREAMS.iter().find(|s| s.name == name)
+}
+
+/// The streams a sync may offer: the journal stream only when a journal is configured.
+pub fn available(journal_configured: bool) -> impl Iterator<Item = &'static StreamDef> {
+    STREAMS
+        .iter()
+        .filter(move |d| journal_configured || !matches!(d.kind, StreamKind::Journal))
+}
+
+/// How the platform asked for a stream to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    FullRefresh,
+    Incremental,
+}
+
+/// One selected stream: the front ends turn their catalogs into a list of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selected {
+    pub def: &'static StreamDef,
+    pub mode: SyncMode,
+}
+
+impl Selected {
+    /// A request for `mode`, as the stream can serve it: a stream without a cursor is
+    /// read in full whatever was asked (some platforms, e.g. PyAirbyte, ask for
+    /// incremental on every stream; a full read satisfies that request).
+    pub fn new(def: &'static StreamDef, mode: SyncMode) -> Self {
+        let mode = match mode {
+            SyncMode::Incremental if def.supports_incremental() => SyncMode::Incremental,
+            _ => SyncMode::FullRefresh,
+        };
+        Selected { def, mode }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bundled_schema_is_a_json_object() {
+        for def in STREAMS {
+            let v: serde_json::Value = serde_json::from_str(def.schema)
+                .unwrap_or_else(|e| panic!("schemas/{}.json: {e}", def.name));
+            assert!(v.is_object(), "schemas/{}.json is not an object", def.name);
+            assert_eq!(def.schema_value(), v);
+        }
+    }
+
+    #[test]
+    fn incremental_requests_on_streams_without_a_cursor_read_in_full() {
+        let customers = find("customers").unwrap();
+        assert_eq!(
+            Selected::new(customers, SyncMode::Incremental).mode,
+            SyncMode::FullRefresh
+        );
+        let subs = find("subscriptions").unwrap();
+        assert_eq!(
+            Selected::new(subs, SyncMode::Incremental).mode,
+            SyncMode::Incremental
+        );
+    }
 }

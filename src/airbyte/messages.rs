@@ -1,28 +1,24 @@
-//! The Airbyte protocol: message shapes and the JSON-lines writer on stdout.
-//!
-//! Only this module knows what an Airbyte message looks like; the engine emits
-//! [`Event`]s.
+//! Airbyte protocol messages: every engine [`Event`] as its Airbyte message, and the
+//! JSON-lines writer on stdout.
 
 use std::io::{self, Write};
 
 use serde_json::{json, Map, Value};
 
-use crate::event::{Event, Level, StreamStatus};
+use crate::event::{Event, FailureType, Level, StreamStatus};
+use crate::output::Writer;
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-pub fn spec_message(connection_specification: &Value) -> Value {
-    json!({
-        "type": "SPEC",
-        "spec": {
-            "documentationUrl": "https://github.com/source-loop/source-loop#readme",
-            "connectionSpecification": connection_specification,
-            "supportsIncremental": true,
-            "supported_destination_sync_modes": ["overwrite", "append", "append_dedup"]
-        }
-    })
+/// Airbyte's name for a failure class (`failure_type` of a TRACE ERROR).
+pub fn failure_type(f: FailureType) -> &'static str {
+    match f {
+        FailureType::Config => "config_error",
+        FailureType::Transient => "transient_error",
+        FailureType::System => "system_error",
+    }
 }
 
 pub fn connection_status(ok: bool, message: &str) -> Value {
@@ -47,6 +43,17 @@ pub fn log_message(level: Level, message: &str) -> Value {
 
 fn descriptor(stream: &str) -> Value {
     json!({"name": stream})
+}
+
+fn stream_status(stream: &str, status: &str) -> Value {
+    json!({
+        "type": "TRACE",
+        "trace": {
+            "type": "STREAM_STATUS",
+            "emitted_at": now_ms() as f64,
+            "stream_status": {"stream_descriptor": descriptor(stream), "status": status}
+        }
+    })
 }
 
 /// The RECORD message, borrowing the record (no copy on the hot path).
@@ -80,10 +87,12 @@ impl<'a> RecordMessage<'a> {
 /// Convert one engine event into its Airbyte message.
 pub fn to_airbyte(event: &Event) -> Value {
     match event {
+        Event::StreamStarted(sel) => stream_status(sel.def.name, "STARTED"),
+        // (a record of JSON values always serializes)
         Event::Record { stream, data } => {
-            serde_json::to_value(RecordMessage::new(stream, data)).expect("a record serializes")
+            serde_json::to_value(RecordMessage::new(stream, data)).unwrap_or(Value::Null)
         }
-        Event::State {
+        Event::Checkpoint {
             stream,
             state,
             record_count,
@@ -91,26 +100,18 @@ pub fn to_airbyte(event: &Event) -> Value {
             "type": "STATE",
             "state": {
                 "type": "STREAM",
-                "stream": {"stream_descriptor": descriptor(stream), "stream_state": state},
+                "stream": {"stream_descriptor": descriptor(stream.name), "stream_state": state.to_value(stream)},
                 "sourceStats": {"recordCount": *record_count as f64}
             }
         }),
-        Event::Status { stream, status } => {
-            let status = match status {
-                StreamStatus::Started => "STARTED",
+        Event::Status { stream, status } => stream_status(
+            stream,
+            match status {
                 StreamStatus::Running => "RUNNING",
                 StreamStatus::Complete => "COMPLETE",
                 StreamStatus::Incomplete => "INCOMPLETE",
-            };
-            json!({
-                "type": "TRACE",
-                "trace": {
-                    "type": "STREAM_STATUS",
-                    "emitted_at": now_ms() as f64,
-                    "stream_status": {"stream_descriptor": descriptor(stream), "status": status}
-                }
-            })
-        }
+            },
+        ),
         Event::Log { level, message } => log_message(*level, message),
         Event::Error {
             stream,
@@ -121,7 +122,7 @@ pub fn to_airbyte(event: &Event) -> Value {
             let mut error = Map::new();
             error.insert("message".into(), json!(message));
             error.insert("internal_message".into(), json!(internal));
-            error.insert("failure_type".into(), json!(failure.as_airbyte()));
+            error.insert("failure_type".into(), json!(failure_type(*failure)));
             if let Some(s) = stream {
                 error.insert("stream_descriptor".into(), descriptor(s));
             }
@@ -133,36 +134,38 @@ pub fn to_airbyte(event: &Event) -> Value {
     }
 }
 
-/// Writes one JSON message per line. Flushes after every STATE so a checkpoint
-/// reaches the platform as soon as it is made.
-pub struct LineWriter<W: Write> {
+/// Writes one Airbyte message per line. Flushes after every STATE and error so a
+/// checkpoint reaches the platform as soon as it is made.
+pub struct AirbyteWriter<W: Write> {
     out: W,
 }
 
-impl<W: Write> LineWriter<W> {
+impl<W: Write> AirbyteWriter<W> {
     pub fn new(out: W) -> Self {
-        LineWriter { out }
+        AirbyteWriter { out }
     }
 
     pub fn write_value(&mut self, v: &Value) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, v)?;
         self.out.write_all(b"\n")
     }
+}
 
-    pub fn write_event(&mut self, e: &Event) -> io::Result<()> {
+impl<W: Write + Send + 'static> Writer for AirbyteWriter<W> {
+    fn write(&mut self, e: &Event) -> io::Result<()> {
         if let Event::Record { stream, data } = e {
             // the hot path: serialized in place, no intermediate Value
             serde_json::to_writer(&mut self.out, &RecordMessage::new(stream, data))?;
             return self.out.write_all(b"\n");
         }
         self.write_value(&to_airbyte(e))?;
-        if matches!(e, Event::State { .. } | Event::Error { .. }) {
+        if matches!(e, Event::Checkpoint { .. } | Event::Error { .. }) {
             self.out.flush()?;
         }
         Ok(())
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
+    fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 }

@@ -1,0 +1,189 @@
+//! The Airbyte front end: every Airbyte shape lives here — the spec, the discovered and
+//! configured catalogs, the state forms in and out, the messages and failure types — and
+//! the four Airbyte commands (`spec`, `check`, `discover`, `read`) on top of the neutral
+//! [`crate::run`] commands.
+
+pub mod catalog;
+pub mod messages;
+pub mod state;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::{json, Value};
+
+use crate::config::{Config, ConfigError};
+use crate::event::{Event, FailureType};
+use crate::run::{self, ReadRequest};
+
+use catalog::{catalog_message, parse_configured_catalog, CatalogError};
+use messages::{connection_status, to_airbyte, AirbyteWriter};
+use state::{parse_input_state, StateFormError};
+
+/// The connection specification (`spec.json` at the top of the repository).
+pub const SPEC_JSON: &str = include_str!("../../spec.json");
+pub const DOCUMENTATION_URL: &str = "https://github.com/source-loop/source-loop#readme";
+
+pub fn spec_message(connection_specification: &Value) -> Value {
+    json!({
+        "type": "SPEC",
+        "spec": {
+            "documentationUrl": DOCUMENTATION_URL,
+            "connectionSpecification": connection_specification,
+            "supportsIncremental": true,
+            "supported_destination_sync_modes": ["overwrite", "append", "append_dedup"]
+        }
+    })
+}
+
+/// Writes one message straight to stdout (for the short commands).
+fn print_message(v: &Value) -> io::Result<()> {
+    let stdout = io::stdout();
+    let mut w = AirbyteWriter::new(stdout.lock());
+    w.write_value(v)?;
+    io::stdout().flush()
+}
+
+/// A failure before any stream started: a TRACE ERROR on stdout.
+fn print_error(message: &str, failure: FailureType) -> io::Result<()> {
+    print_message(&to_airbyte(&Event::Error {
+        stream: None,
+        message: message.to_string(),
+        internal: message.to_string(),
+        failure,
+    }))
+}
+
+/// One of the user's input files is unreadable or wrong (all are config errors).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("cannot read the {what} file {}: {source}", path.display())]
+    Unreadable {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("{source} (file {})", path.display())]
+    State {
+        path: PathBuf,
+        #[source]
+        source: StateFormError,
+    },
+}
+
+fn read_file(path: &Path, what: &'static str) -> Result<String, InputError> {
+    std::fs::read_to_string(path).map_err(|source| InputError::Unreadable {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn load_config(path: &Path) -> Result<Config, InputError> {
+    Ok(Config::from_json_str(&read_file(path, "config")?)?)
+}
+
+pub fn spec() -> io::Result<ExitCode> {
+    let spec: Value = serde_json::from_str(SPEC_JSON).unwrap_or_default();
+    print_message(&spec_message(&spec))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn check(config: &Path) -> io::Result<ExitCode> {
+    let status = match load_config(config) {
+        Err(e) => connection_status(false, &e.to_string()),
+        Ok(config) => match run::check(config) {
+            Ok(()) => connection_status(true, "connected to Loop and listed subscriptions"),
+            Err(e) => connection_status(false, &e.to_string()),
+        },
+    };
+    print_message(&status)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn discover(config: &Path) -> io::Result<ExitCode> {
+    match load_config(config) {
+        Ok(c) => {
+            print_message(&catalog_message(c.journal_path.is_some()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            print_error(&e.to_string(), FailureType::Config)?;
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Everything `read` needs from its files, or which one is wrong.
+fn read_request(
+    config: &Path,
+    catalog: &Path,
+    state: Option<&Path>,
+    progress: bool,
+) -> Result<ReadRequest, InputError> {
+    let config = load_config(config)?;
+    let selected = parse_configured_catalog(&read_file(catalog, "catalog")?)?;
+    let mut notes = Vec::new();
+    let state = match state {
+        None => Default::default(),
+        Some(p) if !p.exists() => {
+            notes.push(format!(
+                "state file {} does not exist: this is a first sync",
+                p.display()
+            ));
+            Default::default()
+        }
+        Some(p) => {
+            parse_input_state(&read_file(p, "state")?).map_err(|source| InputError::State {
+                path: p.to_path_buf(),
+                source,
+            })?
+        }
+    };
+    Ok(ReadRequest {
+        config,
+        selected,
+        state,
+        notes,
+        progress,
+    })
+}
+
+pub fn read(
+    config: &Path,
+    catalog: &Path,
+    state: Option<&Path>,
+    progress: bool,
+) -> io::Result<ExitCode> {
+    let request = match read_request(config, catalog, state, progress) {
+        Ok(r) => r,
+        Err(e) => {
+            print_error(&e.to_string(), FailureType::Config)?;
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let writer = AirbyteWriter::new(io::BufWriter::with_capacity(1 << 16, io::stdout()));
+    let outcome = match run::read(request, writer) {
+        Ok(o) => o,
+        Err(e) => {
+            print_error(&e.to_string(), e.failure_type())?;
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    match outcome.output {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        Err(e) => return Err(e),
+        Ok(()) => {}
+    }
+    Ok(if outcome.summary.all_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

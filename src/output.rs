@@ -1,0 +1,76 @@
+//! The writer interface every front end implements (Airbyte messages today; a Singer
+//! writer and a database loader next), and the thread that drives it: engine events in,
+//! the front end's output out, plus an optional progress line on stderr.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::event::Event;
+
+/// Turns engine events into a front end's output.
+pub trait Writer: Send + 'static {
+    fn write(&mut self, event: &Event) -> io::Result<()>;
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+/// How often the progress line is redrawn.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Runs `writer` on its own thread until the engine drops its sender. Returns the first
+/// write error (a broken pipe among them); dropping the receiver then makes every sender
+/// of the engine stop.
+pub fn spawn_writer<W: Writer>(
+    mut rx: tokio::sync::mpsc::Receiver<Event>,
+    mut writer: W,
+    progress: bool,
+) -> JoinHandle<io::Result<()>> {
+    std::thread::spawn(move || {
+        let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut last = Instant::now();
+        let started = Instant::now();
+        let mut result = Ok(());
+        while let Some(event) = rx.blocking_recv() {
+            if let Event::Record { stream, .. } = &event {
+                *counts.entry(stream).or_default() += 1;
+            }
+            if let Err(e) = writer.write(&event) {
+                result = Err(e);
+                break;
+            }
+            if progress && last.elapsed() > PROGRESS_EVERY {
+                last = Instant::now();
+                progress_line(&counts, started, "\r\x1b[K", "");
+            }
+        }
+        if progress {
+            progress_line(&counts, started, "\r\x1b[K", "\n");
+        }
+        if result.is_ok() {
+            result = writer.flush();
+        }
+        result
+    })
+}
+
+fn progress_line(
+    counts: &BTreeMap<&'static str, u64>,
+    started: Instant,
+    prefix: &str,
+    suffix: &str,
+) {
+    let line: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    let total: u64 = counts.values().sum();
+    let rate = total as f64 / started.elapsed().as_secs_f64().max(1e-3);
+    let _ = write!(
+        io::stderr(),
+        "{prefix}{} · {:.0} rec/s{suffix}",
+        if line.is_empty() {
+            "no records yet".to_string()
+        } else {
+            line.join(" · ")
+        },
+        rate
+    );
+}

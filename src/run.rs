@@ -1,0 +1,104 @@
+//! The commands every front end runs, written once: `check` (can we reach Loop with
+//! this config?) and `read` (config, selected streams and input state in; events out to
+//! the front end's writer; a summary and whether every stream completed back).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::client::{ApiError, LoopClient};
+use crate::config::Config;
+use crate::event::{Event, FailureType, Level};
+use crate::output::{spawn_writer, Writer};
+use crate::state::InputState;
+use crate::streams::{self, Selected};
+use crate::sync::{Engine, SyncSummary};
+
+/// Events in flight between the engine and the writer (bounded: the engine waits for a
+/// slow output instead of buffering records).
+const EVENT_CHANNEL: usize = 1024;
+/// `check` answers in seconds: at most this many attempts, this long in all, per request.
+const CHECK_MAX_ATTEMPTS: u32 = 3;
+const CHECK_MAX_ELAPSED: Duration = Duration::from_secs(30);
+const CHECK_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// The stream whose first page `check` lists.
+const CHECK_STREAM: &str = "subscriptions";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] io::Error),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl RunError {
+    pub fn failure_type(&self) -> FailureType {
+        match self {
+            RunError::Client(_) | RunError::Runtime(_) => FailureType::System,
+            RunError::Api(e) => e.failure_type(),
+        }
+    }
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime, RunError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)
+}
+
+/// List the first page of subscriptions, failing fast.
+pub fn check(mut config: Config) -> Result<(), RunError> {
+    config.retry.max_attempts = config.retry.max_attempts.min(CHECK_MAX_ATTEMPTS);
+    config.retry.max_elapsed = config.retry.max_elapsed.min(CHECK_MAX_ELAPSED);
+    config.request_timeout = config.request_timeout.min(CHECK_REQUEST_TIMEOUT);
+    let client = LoopClient::new(&config).map_err(RunError::Client)?;
+    let endpoint = streams::find(CHECK_STREAM)
+        .and_then(|d| d.endpoint())
+        .map_or("subscription", |e| e.path);
+    runtime()?.block_on(client.get_page(endpoint, &[], 1, &()))?;
+    Ok(())
+}
+
+/// Everything a read needs, already parsed and validated by the front end.
+pub struct ReadRequest {
+    pub config: Config,
+    pub selected: Vec<Selected>,
+    pub state: InputState,
+    /// Lines to log before the sync starts (e.g. "state file missing: first sync").
+    pub notes: Vec<String>,
+    /// Draw a progress line on stderr.
+    pub progress: bool,
+}
+
+/// How a read ended.
+pub struct ReadOutcome {
+    pub summary: SyncSummary,
+    /// The output failed (a broken pipe among them): the read stopped early.
+    pub output: io::Result<()>,
+}
+
+/// Read the selected streams, sending every event to `writer` on its own thread.
+pub fn read<W: Writer>(request: ReadRequest, writer: W) -> Result<ReadOutcome, RunError> {
+    let client = Arc::new(LoopClient::new(&request.config).map_err(RunError::Client)?);
+    let rt = runtime()?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(EVENT_CHANNEL);
+    let writer = spawn_writer(rx, writer, request.progress);
+    let config = Arc::new(request.config);
+    let summary = rt.block_on(async move {
+        for note in request.notes {
+            let _ = tx.send(Event::log(Level::Info, note)).await;
+        }
+        let engine = Arc::new(Engine::new(config, client, tx));
+        engine.read(request.selected, request.state).await
+    });
+    drop(rt);
+    let output = writer
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the output thread panicked")));
+    Ok(ReadOutcome { summary, output })
+}
