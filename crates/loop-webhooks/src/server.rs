@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -479,8 +479,10 @@ fn entity_of(topic: &str, keys: PayloadKeys) -> Option<EntityRef> {
         Value::String(s) if !s.is_empty() => s,
         _ => return None,
     };
+    // RFC 3339 only: Loop always sends a full date-time, and a bare date is too coarse
+    // to order versions of an entity by.
     let updated_at_ms = match keys.updated_at {
-        Some(Value::String(s)) => parse_instant_ms(&s),
+        Some(Value::String(s)) => loop_time::parse_rfc3339_ms(&s),
         _ => None,
     };
     Some(EntityRef {
@@ -488,13 +490,6 @@ fn entity_of(topic: &str, keys: PayloadKeys) -> Option<EntityRef> {
         id,
         updated_at_ms,
     })
-}
-
-/// Any RFC 3339 timestamp (any offset) as UTC unix milliseconds.
-pub fn parse_instant_ms(s: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(s.trim())
-        .ok()
-        .map(|t| t.timestamp_millis())
 }
 
 async fn ready(State(app): State<Arc<AppState>>) -> Response {
@@ -606,10 +601,8 @@ mod tests {
         .unwrap();
         assert_eq!(e.kind, "subscription");
         assert_eq!(e.id, "12345678901234567890");
-        assert_eq!(
-            e.updated_at_ms,
-            parse_instant_ms("2024-01-05T01:43:34.500Z")
-        );
+        // 2024-01-05T01:43:34.500Z
+        assert_eq!(e.updated_at_ms, Some(1_704_419_014_500));
         let o = entity_of(
             "order/processed",
             keys(r#"{"id":"o-1","updatedAt":"yesterday"}"#),
@@ -619,6 +612,12 @@ mod tests {
             (o.kind.as_str(), o.id.as_str(), o.updated_at_ms),
             ("order", "o-1", None)
         );
+        let bare_date = entity_of(
+            "order/processed",
+            keys(r#"{"id":"o-2","updatedAt":"2024-01-05"}"#),
+        )
+        .unwrap();
+        assert_eq!(bare_date.updated_at_ms, None);
         assert!(entity_of("subscriptionCheckout/success", keys(r#"{"id":1}"#)).is_none());
         assert!(entity_of(
             "subscription/updated",
