@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use data::{Data, Stream};
-pub use server::FakeServer;
+pub use server::{FakeServer, StartError};
 
 /// Order in which list endpoints return records. Ties are broken by id.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
