@@ -226,17 +226,8 @@ fn short(v: &Value) -> String {
     }
 }
 
-/// Parse an RFC 3339 instant, also accepting a bare date (`2024-01-31`, midnight UTC).
-pub fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
-    let s = s.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
-    }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-    }
-    None
-}
+/// `start_date` and cursors in state: RFC 3339, or a bare date (`2024-01-31`, midnight UTC).
+pub use loop_time::parse_instant;
 
 fn parse_json(text: &str) -> Result<Value, ConfigError> {
     serde_json::from_str(text).map_err(|e| ConfigError {

@@ -7,14 +7,14 @@
 //!   (serde_json `arbitrary_precision`). With `money_unit = minor`, integer amounts are
 //!   converted to exact major-unit decimal strings using the currency's exponent.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use loop_time::parse_instant;
 use serde_json::{Map, Value};
 
-use crate::config::{parse_instant, MoneyUnit};
+use crate::config::MoneyUnit;
 
-pub fn format_instant(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
+/// The one output form of an instant (`2024-03-05T10:11:12.345Z`), kept here for the
+/// modules that import it from `normalize`.
+pub use loop_time::format_instant;
 
 /// Keys that hold an amount of money.
 pub const MONEY_KEYS: &[&str] = &[
@@ -146,6 +146,7 @@ pub fn instant_ms(record: &Value, field: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, SecondsFormat};
     use proptest::prelude::*;
     use serde_json::json;
 

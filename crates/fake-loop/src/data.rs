@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, FixedOffset, Utc};
+use loop_time::format_ms;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -202,19 +203,6 @@ impl Table {
 
 // ---------------------------------------------------------------------------
 // Formatting helpers
-
-pub(crate) fn fmt_ts(ms: i64) -> String {
-    let dt = DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
-    dt.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
-}
-
-/// Parses any ISO 8601 / RFC 3339 form back to ms.
-#[cfg(test)]
-pub(crate) fn parse_ts(s: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|d| d.timestamp_millis())
-}
 
 fn money(minor: i64, cur: &str) -> String {
     if cur == "JPY" {
@@ -535,7 +523,7 @@ impl Data {
     /// Timestamp text (maybe in a "messy" but valid form) and the instant it denotes.
     fn ts(&mut self, ms: i64, floor: i64) -> (String, i64) {
         if !self.messy || !self.rng.random_ratio(1, 20) {
-            return (fmt_ts(ms), ms);
+            return (format_ms(ms), ms);
         }
         let dt = DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
         match self.rng.random_range(0..4) {
@@ -554,7 +542,7 @@ impl Data {
                 if t >= floor {
                     (dt.format("%Y-%m-%dT%H:%M:%SZ").to_string(), t)
                 } else {
-                    (fmt_ts(ms), ms)
+                    (format_ms(ms), ms)
                 }
             }
             _ => (dt.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(), ms),

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use data::{Data, Stream};
-pub use server::FakeServer;
+pub use server::{FakeServer, StartError};
 
 /// Order in which list endpoints return records. Ties are broken by id.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -373,8 +373,8 @@ mod tests {
         let end = cfg.data_end.timestamp_millis();
         let mut hot = BTreeMap::<i64, usize>::new();
         for s in &subs {
-            let c = data::parse_ts(s["createdAt"].as_str().unwrap()).unwrap();
-            let u = data::parse_ts(s["updatedAt"].as_str().unwrap()).unwrap();
+            let c = loop_time::parse_rfc3339_ms(s["createdAt"].as_str().unwrap()).unwrap();
+            let u = loop_time::parse_rfc3339_ms(s["updatedAt"].as_str().unwrap()).unwrap();
             assert!(u >= c, "{s}");
             assert!(u <= end && c >= end - 731 * data::DAY_MS);
             *hot.entry(u.div_euclid(1000)).or_default() += 1;
@@ -404,7 +404,7 @@ mod tests {
         assert_eq!(out.len(), 3);
         let now = Utc::now().timestamp_millis();
         for v in &out {
-            let u = data::parse_ts(v["updatedAt"].as_str().unwrap()).unwrap();
+            let u = loop_time::parse_rfc3339_ms(v["updatedAt"].as_str().unwrap()).unwrap();
             assert!((now - u).abs() < 5_000);
         }
         let created = s.mutate(&Mutation::Create {

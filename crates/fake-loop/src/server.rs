@@ -25,6 +25,26 @@ const VERSIONS: [&str; 2] = ["2023-10", "2026-04"];
 const MAX_PAGE_SIZE: i64 = 50;
 const DEFAULT_PAGE_SIZE: i64 = 10;
 
+/// The fake only ever listens on loopback.
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Why the fake did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("fake-loop cannot listen on {addr}: {source} (with a fixed port, is another process using it? port 0 picks a free one)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("fake-loop cannot start its server thread or runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("fake-loop's server thread stopped before it was listening")]
+    ThreadDied,
+}
+
 /// A running fake server. Shuts down on [`FakeServer::shutdown`] or drop.
 pub struct FakeServer {
     /// `http://127.0.0.1:PORT/admin/2023-10`
@@ -38,14 +58,18 @@ pub struct FakeServer {
 
 impl FakeServer {
     /// Starts on its own tokio runtime on a std thread; returns once listening.
-    pub fn start_in_thread(cfg: FakeConfig) -> anyhow::Result<FakeServer> {
+    pub fn start_in_thread(cfg: FakeConfig) -> Result<FakeServer, StartError> {
         let shared = Arc::new(Shared::new(cfg));
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        std_listener.set_nonblocking(true)?;
-        let addr = std_listener.local_addr()?;
+        let bind_error = |source| StartError::Bind {
+            addr: loopback(0),
+            source,
+        };
+        let std_listener = std::net::TcpListener::bind(loopback(0)).map_err(bind_error)?;
+        std_listener.set_nonblocking(true).map_err(bind_error)?;
+        let addr = std_listener.local_addr().map_err(bind_error)?;
         let (tx, rx) = watch::channel(false);
         let sh = shared.clone();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StartError>>();
         let thread = std::thread::Builder::new()
             .name("fake-loop".into())
             .spawn(move || {
@@ -56,7 +80,7 @@ impl FakeServer {
                 {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(e.into()));
+                        let _ = ready_tx.send(Err(StartError::Runtime(e)));
                         return;
                     }
                 };
@@ -67,33 +91,33 @@ impl FakeServer {
                             serve(l, sh, rx).await;
                         }
                         Err(e) => {
-                            let _ = ready_tx.send(Err(e.into()));
+                            let _ = ready_tx.send(Err(StartError::Runtime(e)));
                         }
                     }
                 });
                 rt.shutdown_timeout(Duration::from_millis(200));
-            })?;
-        ready_rx
-            .recv()
-            .map_err(|_| anyhow::anyhow!("fake-loop server thread died"))??;
+            })
+            .map_err(StartError::Runtime)?;
+        ready_rx.recv().map_err(|_| StartError::ThreadDied)??;
         Ok(Self::handle(addr, shared, tx, Some(thread)))
     }
 
     /// Starts on the caller's tokio runtime.
-    pub async fn start(cfg: FakeConfig) -> anyhow::Result<FakeServer> {
-        let shared = Arc::new(Shared::new(cfg));
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (tx, rx) = watch::channel(false);
-        tokio::spawn(serve(listener, shared.clone(), rx));
-        Ok(Self::handle(addr, shared, tx, None))
+    pub async fn start(cfg: FakeConfig) -> Result<FakeServer, StartError> {
+        Self::start_on_port(cfg, 0).await
     }
 
     /// Starts on the caller's runtime, listening on `port` (0 = any).
-    pub async fn start_on_port(cfg: FakeConfig, port: u16) -> anyhow::Result<FakeServer> {
+    pub async fn start_on_port(cfg: FakeConfig, port: u16) -> Result<FakeServer, StartError> {
         let shared = Arc::new(Shared::new(cfg));
-        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
-        let addr = listener.local_addr()?;
+        let bind_error = |source| StartError::Bind {
+            addr: loopback(port),
+            source,
+        };
+        let listener = TcpListener::bind(loopback(port))
+            .await
+            .map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
         let (tx, rx) = watch::channel(false);
         tokio::spawn(serve(listener, shared.clone(), rx));
         Ok(Self::handle(addr, shared, tx, None))

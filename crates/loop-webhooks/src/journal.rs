@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
+use loop_time::format_instant;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -264,8 +265,8 @@ impl Journal {
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
         let last_received_ms = last_received
-            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
-            .map_or(-1, |t| t.timestamp_millis());
+            .and_then(|s| loop_time::parse_rfc3339_ms(&s))
+            .unwrap_or(-1);
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             stats: JournalStats {
@@ -521,11 +522,6 @@ fn write_transaction(
     }
     tx.commit()?;
     Ok(outcomes)
-}
-
-/// RFC 3339, UTC, milliseconds: `2024-01-05T01:43:34.000Z`.
-pub fn format_instant(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// Read-only access to a journal; safe to use while a server is writing it (WAL lets

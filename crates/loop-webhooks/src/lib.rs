@@ -14,5 +14,5 @@ pub mod server;
 pub mod signature;
 
 pub use journal::{Journal, JournalError, JournalReader, StoredEvent};
-pub use server::{bind, serve, ServerConfig};
+pub use server::{bind, serve, ServeError, ServerConfig};
 pub use signature::{Encoding, Secret};

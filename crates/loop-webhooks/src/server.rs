@@ -9,14 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -25,7 +24,9 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 
-use crate::journal::{AppendOutcome, CommittedEvent, EntityRef, Journal, JournalOptions, NewEvent};
+use crate::journal::{
+    AppendOutcome, CommittedEvent, EntityRef, Journal, JournalError, JournalOptions, NewEvent,
+};
 use crate::metrics::Metrics;
 use crate::signature::{self, Encoding, Secret};
 
@@ -71,6 +72,42 @@ const HEADER_RETRY_COUNT: &str = "x-loop-webhook-retry-count";
 /// How long `/readyz` waits for the writer to commit its probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Why the receiver did not start, or stopped with an error. Each says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Every problem with the [`ServerConfig`], found before anything is opened.
+    #[error("invalid webhook receiver config:\n  {}", .problems.join("\n  "))]
+    InvalidConfig { problems: Vec<String> },
+    /// The journal could not be opened or read (its message names the file).
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("cannot listen on {addr}: {source} ({})", bind_hint(.source))]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Accepting connections failed after the server had started.
+    #[error("webhook server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// What to do when the listen address cannot be bound, by the reason it could not.
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "is another process using it? stop it or choose another port"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need privileges: choose a higher port"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "this machine has no such address: use 127.0.0.1, 0.0.0.0 or one of its own addresses"
+        }
+        _ => "is another process using it, or is the address not this machine's?",
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -100,7 +137,7 @@ impl ServerConfig {
         }
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> Result<(), ServeError> {
         let mut problems = Vec::new();
         if self.secrets.is_empty() {
             problems.push("no webhook secret is configured: every delivery would be rejected; add the secret shown for the webhook in Loop".to_string());
@@ -126,10 +163,7 @@ impl ServerConfig {
         if problems.is_empty() {
             Ok(())
         } else {
-            anyhow::bail!(
-                "invalid webhook receiver config:\n  {}",
-                problems.join("\n  ")
-            )
+            Err(ServeError::InvalidConfig { problems })
         }
     }
 }
@@ -161,7 +195,7 @@ impl std::fmt::Debug for BoundServer {
 
 /// Validates the config, opens the journal and binds the socket (port 0 picks a free
 /// port; see [`BoundServer::local_addr`]). Logs `listening on ADDR` to stderr.
-pub async fn bind(cfg: ServerConfig) -> anyhow::Result<BoundServer> {
+pub async fn bind(cfg: ServerConfig) -> Result<BoundServer, ServeError> {
     cfg.validate()?;
     let (committed, emitter) = if cfg.emit {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -176,15 +210,14 @@ pub async fn bind(cfg: ServerConfig) -> anyhow::Result<BoundServer> {
             ..JournalOptions::default()
         },
     )?;
+    let bind_error = |source| ServeError::Bind {
+        addr: cfg.listen,
+        source,
+    };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}: is another process using it?",
-                cfg.listen
-            )
-        })?;
-    let local_addr = listener.local_addr()?;
+        .map_err(bind_error)?;
+    let local_addr = listener.local_addr().map_err(bind_error)?;
     let metrics = Metrics::new();
     let state = Arc::new(AppState {
         secrets: cfg.secrets,
@@ -223,7 +256,7 @@ impl BoundServer {
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), ServeError> {
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;
@@ -233,7 +266,7 @@ impl BoundServer {
             let _ = emitter.await;
         }
         eprintln!("loop-webhooks: stopped");
-        served.context("webhook server failed")
+        served.map_err(ServeError::Serve)
     }
 }
 
@@ -241,7 +274,7 @@ impl BoundServer {
 pub async fn serve(
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), ServeError> {
     bind(cfg).await?.run(shutdown).await
 }
 
@@ -479,8 +512,10 @@ fn entity_of(topic: &str, keys: PayloadKeys) -> Option<EntityRef> {
         Value::String(s) if !s.is_empty() => s,
         _ => return None,
     };
+    // RFC 3339 only: Loop always sends a full date-time, and a bare date is too coarse
+    // to order versions of an entity by.
     let updated_at_ms = match keys.updated_at {
-        Some(Value::String(s)) => parse_instant_ms(&s),
+        Some(Value::String(s)) => loop_time::parse_rfc3339_ms(&s),
         _ => None,
     };
     Some(EntityRef {
@@ -488,13 +523,6 @@ fn entity_of(topic: &str, keys: PayloadKeys) -> Option<EntityRef> {
         id,
         updated_at_ms,
     })
-}
-
-/// Any RFC 3339 timestamp (any offset) as UTC unix milliseconds.
-pub fn parse_instant_ms(s: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(s.trim())
-        .ok()
-        .map(|t| t.timestamp_millis())
 }
 
 async fn ready(State(app): State<Arc<AppState>>) -> Response {
@@ -606,10 +634,8 @@ mod tests {
         .unwrap();
         assert_eq!(e.kind, "subscription");
         assert_eq!(e.id, "12345678901234567890");
-        assert_eq!(
-            e.updated_at_ms,
-            parse_instant_ms("2024-01-05T01:43:34.500Z")
-        );
+        // 2024-01-05T01:43:34.500Z
+        assert_eq!(e.updated_at_ms, Some(1_704_419_014_500));
         let o = entity_of(
             "order/processed",
             keys(r#"{"id":"o-1","updatedAt":"yesterday"}"#),
@@ -619,12 +645,76 @@ mod tests {
             (o.kind.as_str(), o.id.as_str(), o.updated_at_ms),
             ("order", "o-1", None)
         );
+        let bare_date = entity_of(
+            "order/processed",
+            keys(r#"{"id":"o-2","updatedAt":"2024-01-05"}"#),
+        )
+        .unwrap();
+        assert_eq!(bare_date.updated_at_ms, None);
         assert!(entity_of("subscriptionCheckout/success", keys(r#"{"id":1}"#)).is_none());
         assert!(entity_of(
             "subscription/updated",
             keys(r#"{"updatedAt":"2024-01-05T01:43:34Z"}"#)
         )
         .is_none());
+    }
+
+    fn config_in(dir: &std::path::Path) -> ServerConfig {
+        let mut cfg = ServerConfig::new(dir.join("journal.sqlite"), vec![Secret::new("s")]);
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        cfg
+    }
+
+    #[tokio::test]
+    async fn an_invalid_config_lists_every_problem_and_opens_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config_in(dir.path());
+        cfg.secrets.clear();
+        cfg.path = "webhooks".into();
+        cfg.max_body_bytes = 0;
+        let err = bind(cfg).await.unwrap_err();
+        let ServeError::InvalidConfig { problems } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        let text = err.to_string();
+        assert!(text.starts_with("invalid webhook receiver config:\n  no webhook secret"));
+        assert!(text.contains("\"webhooks\" must start with '/'"), "{text}");
+        assert!(text.contains("max_body_bytes is 0"), "{text}");
+        assert!(!dir.path().join("journal.sqlite").exists());
+    }
+
+    #[tokio::test]
+    async fn a_busy_listen_address_is_named_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut cfg = config_in(dir.path());
+        cfg.listen = taken.local_addr().unwrap();
+        let err = bind(cfg).await.unwrap_err();
+        assert!(matches!(err, ServeError::Bind { .. }), "{err:?}");
+        let text = err.to_string();
+        let addr = taken.local_addr().unwrap();
+        assert!(
+            text.starts_with(&format!("cannot listen on {addr}: ")),
+            "{text}"
+        );
+        assert!(text.contains("another process"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_journal_that_cannot_be_opened_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config_in(dir.path());
+        cfg.journal_path = dir.path().join("no-such-dir").join("journal.sqlite");
+        let err = bind(cfg).await.unwrap_err();
+        assert!(
+            matches!(err, ServeError::Journal(JournalError::Open { .. })),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("cannot open journal"), "{text}");
+        assert!(text.contains("no-such-dir"), "{text}");
+        assert!(text.contains("check that the directory exists"), "{text}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ struct TestServer {
     addr: SocketAddr,
     journal: PathBuf,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), server::ServeError>>>,
     _dir: tempfile::TempDir,
 }
 

@@ -245,7 +245,7 @@ fn report_error(tally: &Tally, message: &str) {
 }
 
 async fn send(client: &reqwest::Client, url: &str, event: &Prepared) -> anyhow::Result<String> {
-    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let now = loop_time::format_instant(Utc::now());
     let response = client
         .post(url)
         .header("content-type", "application/json")
@@ -279,9 +279,8 @@ fn prepare(
         .with_ymd_and_hms(2025, 1, 1, 0, 0, 0)
         .single()
         .unwrap_or_default();
-    let updated = (base + chrono::Duration::milliseconds(i as i64 * 37))
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let created = base.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let updated = loop_time::format_instant(base + chrono::Duration::milliseconds(i as i64 * 37));
+    let created = loop_time::format_instant(base);
     let payload = if topic.starts_with("order/") {
         json!({
             "id": entity, "shopifyId": 5_000_000_000u64 + entity, "shopifyOrderNumber": 1000 + i,

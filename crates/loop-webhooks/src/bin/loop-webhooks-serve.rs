@@ -48,7 +48,9 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("loop-webhooks-serve: error: {e:#}");
+            // `{e}`, not `{e:#}`: the receiver's errors already end with their cause, and
+            // nothing here adds context.
+            eprintln!("loop-webhooks-serve: error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -67,5 +69,6 @@ fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(server::serve(cfg, server::shutdown_signal()))
+    runtime.block_on(server::serve(cfg, server::shutdown_signal()))?;
+    Ok(())
 }
