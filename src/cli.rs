@@ -3,13 +3,13 @@
 //! [`crate::webhooks`].
 
 use std::io::{self, IsTerminal};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::airbyte;
-use crate::config::Config;
+use crate::config::WebhookSettings;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -89,21 +89,30 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn serve(path: &std::path::Path, listen: std::net::SocketAddr, emit: bool) -> io::Result<ExitCode> {
-    let config = match std::fs::read_to_string(path)
+/// Webhook secrets may also come from the environment (comma-separated), so that they
+/// need not be written into the config file.
+const SECRETS_ENV: &str = "LOOP_WEBHOOK_SECRETS";
+
+fn serve(path: &Path, listen: std::net::SocketAddr, emit: bool) -> io::Result<ExitCode> {
+    let settings = match std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))
-        .and_then(|t| Config::for_receiver(&t).map_err(|e| e.to_string()))
+        .and_then(|t| WebhookSettings::from_json_str(&t).map_err(|e| e.to_string()))
     {
-        Ok(c) => c,
+        Ok(mut s) => {
+            if let Ok(list) = std::env::var(SECRETS_ENV) {
+                s.add_secrets_from_list(&list);
+            }
+            s
+        }
         Err(e) => {
             eprintln!("source-loop serve: {e}");
             return Ok(ExitCode::from(2));
         }
     };
-    match crate::webhooks::run(&config, listen, emit) {
+    match crate::webhooks::run(&settings, listen, emit) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
-            eprintln!("source-loop serve: {e:#}");
+            eprintln!("source-loop serve: {e}");
             Ok(ExitCode::FAILURE)
         }
     }

@@ -250,7 +250,7 @@ pub struct LoopClient {
 impl LoopClient {
     pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
         let mut headers = HeaderMap::new();
-        let mut token = HeaderValue::from_str(config.api_token.expose())
+        let mut token = HeaderValue::from_str(config.api.token.expose())
             .unwrap_or_else(|_| HeaderValue::from_static("invalid-token-characters"));
         token.set_sensitive(true);
         headers.insert("X-Loop-Token", token);
@@ -258,12 +258,13 @@ impl LoopClient {
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .user_agent(concat!("source-loop/", env!("CARGO_PKG_VERSION")))
-            .timeout(config.request_timeout)
+            .timeout(config.api.request_timeout)
             .connect_timeout(Duration::from_secs(15))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
         // `rate_limits` holds Loop's defaults for every endpoint plus the user's overrides
         let endpoints = config
+            .pacing
             .rate_limits
             .keys()
             .map(|name| {
@@ -273,17 +274,17 @@ impl LoopClient {
                 )
             })
             .collect();
-        let base_path = reqwest::Url::parse(&config.base_url)
+        let base_path = reqwest::Url::parse(&config.api.base_url)
             .map(|u| u.path().trim_end_matches('/').to_string())
             .unwrap_or_default();
         Ok(LoopClient {
             http,
-            base_url: config.base_url.clone(),
-            page_size: config.page_size,
-            retry: config.retry.clone(),
+            base_url: config.api.base_url.clone(),
+            page_size: config.api.page_size,
+            retry: config.pacing.retry.clone(),
             base_path,
             endpoints,
-            fallback: Endpoint::new(config.rate_limit("subscription").interval()),
+            fallback: Endpoint::new(crate::config::FALLBACK_RATE_LIMIT.interval()),
             stats: Counters::default(),
         })
     }

@@ -1,8 +1,12 @@
-//! Connector configuration: parsed from the user's JSON, every problem reported at once.
+//! Connector configuration: the user's JSON parsed into typed sections (API and auth,
+//! pacing and retries, sync, webhooks), every problem reported at once.
 //!
+//! Every key with a default or bounds is one [`IntKey`]/[`ChoiceKey`] constant below; the
+//! parser reads them and a test checks `spec.json` states the same defaults and bounds.
 //! Unknown keys are ignored (Airbyte adds its own); a missing or malformed key produces a
 //! [`ConfigError`] that names the key and says how to fix it. Secrets are wrapped in
-//! [`Secret`], whose `Debug`/`Display` never print the value.
+//! [`Secret`], whose `Debug`/`Display` never print the value. The environment
+//! (`LOOP_WEBHOOK_SECRETS`) is merged by the front end that needs it, not here.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,14 +15,151 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-pub const DEFAULT_BASE_URL: &str = "https://api.loopsubscriptions.com/admin/2023-10";
-pub const MAX_PAGE_SIZE: u32 = 50;
-pub const DEFAULT_START_DATE: &str = "2015-01-01T00:00:00Z";
-
 /// How webhook signatures are encoded (Loop does not document hex vs base64).
 pub use loop_webhooks::signature::Encoding as SignatureEncoding;
 /// A value that must never be printed (API token, webhook secrets): `Debug` shows `***`.
 pub use loop_webhooks::signature::Secret;
+
+pub const DEFAULT_BASE_URL: &str = "https://api.loopsubscriptions.com/admin/2023-10";
+pub const DEFAULT_START_DATE: &str = "2015-01-01T00:00:00Z";
+pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/loop";
+/// Used for endpoints without a configured limit (Loop's list-subscriptions pace).
+pub const FALLBACK_RATE_LIMIT: RateLimit = RateLimit {
+    requests: 2,
+    per_seconds: 3.0,
+};
+
+/// An integer key: its bounds and default, stated once (parser, messages, spec test).
+#[derive(Debug, Clone, Copy)]
+pub struct IntKey {
+    pub key: &'static str,
+    pub min: u64,
+    pub max: u64,
+    pub default: u64,
+}
+
+/// Loop allows at most 50 records per page.
+pub const PAGE_SIZE: IntKey = IntKey {
+    key: "page_size",
+    min: 1,
+    max: 50,
+    default: 50,
+};
+pub const REQUEST_TIMEOUT_SECONDS: IntKey = IntKey {
+    key: "request_timeout_seconds",
+    min: 1,
+    max: 3600,
+    default: 60,
+};
+pub const MAX_CONCURRENT_STREAMS: IntKey = IntKey {
+    key: "max_concurrent_streams",
+    min: 1,
+    max: 16,
+    default: 5,
+};
+pub const RETRY_MAX_ATTEMPTS: IntKey = IntKey {
+    key: "max_attempts",
+    min: 1,
+    max: 100,
+    default: 8,
+};
+pub const RETRY_INITIAL_BACKOFF_MS: IntKey = IntKey {
+    key: "initial_backoff_ms",
+    min: 1,
+    max: 600_000,
+    default: 1000,
+};
+pub const RETRY_MAX_BACKOFF_MS: IntKey = IntKey {
+    key: "max_backoff_ms",
+    min: 1,
+    max: 3_600_000,
+    default: 60_000,
+};
+pub const RETRY_MAX_ELAPSED_SECONDS: IntKey = IntKey {
+    key: "max_elapsed_seconds",
+    min: 1,
+    max: 86_400,
+    default: 900,
+};
+pub const WINDOW_TARGET_PAGES: IntKey = IntKey {
+    key: "window_target_pages",
+    min: 1,
+    max: 1000,
+    default: 50,
+};
+pub const CLOCK_SKEW_SECONDS: IntKey = IntKey {
+    key: "clock_skew_seconds",
+    min: 0,
+    max: 86_400,
+    default: 300,
+};
+pub const WEBHOOK_MAX_BODY_BYTES: IntKey = IntKey {
+    key: "webhook_max_body_bytes",
+    min: 1024,
+    max: 64 * 1024 * 1024,
+    default: 1024 * 1024,
+};
+/// One `rate_limits` entry: `requests` per `per_seconds`.
+pub const RATE_LIMIT_REQUESTS: IntKey = IntKey {
+    key: "requests",
+    min: 1,
+    max: 10_000,
+    default: 2,
+};
+pub const RATE_LIMIT_MAX_PER_SECONDS: f64 = 3600.0;
+/// The share of Loop's store-wide pool this connector may use.
+pub const RATE_LIMIT_FRACTION_MIN: f64 = 0.01;
+pub const RATE_LIMIT_FRACTION_DEFAULT: f64 = 1.0;
+
+/// A key with a fixed set of values (case-insensitive).
+#[derive(Debug, Clone, Copy)]
+pub struct ChoiceKey<T: 'static> {
+    pub key: &'static str,
+    pub options: &'static [(&'static str, T)],
+    pub default: T,
+}
+
+impl<T: Copy + PartialEq> ChoiceKey<T> {
+    /// The name of the default, as `spec.json` states it.
+    pub fn default_name(&self) -> &'static str {
+        self.options
+            .iter()
+            .find(|(_, v)| *v == self.default)
+            .map_or("", |(n, _)| n)
+    }
+}
+
+pub const EPOCH_FILTER_BOUNDS: ChoiceKey<FilterBounds> = ChoiceKey {
+    key: "epoch_filter_bounds",
+    options: &[
+        ("unknown", FilterBounds::Unknown),
+        ("inclusive", FilterBounds::Inclusive),
+    ],
+    default: FilterBounds::Unknown,
+};
+pub const ON_INVALID_RECORD: ChoiceKey<OnInvalidRecord> = ChoiceKey {
+    key: "on_invalid_record",
+    options: &[
+        ("emit", OnInvalidRecord::Emit),
+        ("skip", OnInvalidRecord::Skip),
+        ("fail", OnInvalidRecord::Fail),
+    ],
+    default: OnInvalidRecord::Emit,
+};
+pub const MONEY_UNIT: ChoiceKey<MoneyUnit> = ChoiceKey {
+    key: "money_unit",
+    options: &[("major", MoneyUnit::Major), ("minor", MoneyUnit::Minor)],
+    default: MoneyUnit::Major,
+};
+pub const WEBHOOK_SIGNATURE_ENCODING: ChoiceKey<SignatureEncoding> = ChoiceKey {
+    key: "webhook_signature_encoding",
+    options: &[
+        ("auto", SignatureEncoding::Auto),
+        ("hex", SignatureEncoding::Hex),
+        ("base64", SignatureEncoding::Base64),
+    ],
+    default: SignatureEncoding::Auto,
+};
 
 /// One endpoint's pace: `requests` every `per_seconds`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,25 +175,27 @@ impl RateLimit {
     }
 }
 
-/// Loop's documented per-endpoint limits; unknown ones are paced like `/subscription`.
-pub fn default_rate_limits() -> BTreeMap<String, RateLimit> {
-    let mut m = BTreeMap::new();
-    let mut put = |k: &str, requests, per_seconds| {
-        m.insert(
-            k.to_string(),
-            RateLimit {
-                requests,
-                per_seconds,
-            },
-        );
-    };
-    put("subscription", 2, 3.0);
-    put("order", 2, 3.0);
-    put("activityLog", 2, 3.0);
-    put("customer", 1, 1.0);
-    put("product", 6, 1.0);
-    m
-}
+/// Loop's documented per-endpoint limits (orders and activity logs are undocumented:
+/// paced like subscriptions).
+pub const DEFAULT_RATE_LIMITS: &[(&str, RateLimit)] = &[
+    ("subscription", FALLBACK_RATE_LIMIT),
+    ("order", FALLBACK_RATE_LIMIT),
+    ("activityLog", FALLBACK_RATE_LIMIT),
+    (
+        "customer",
+        RateLimit {
+            requests: 1,
+            per_seconds: 1.0,
+        },
+    ),
+    (
+        "product",
+        RateLimit {
+            requests: 6,
+            per_seconds: 1.0,
+        },
+    ),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FilterBounds {
@@ -87,17 +230,29 @@ pub struct RetryPolicy {
     pub max_elapsed: Duration,
 }
 
+/// Where Loop is and how to talk to it.
 #[derive(Debug, Clone)]
-pub struct Config {
-    pub api_token: Secret,
-    pub start_date: DateTime<Utc>,
+pub struct ApiSettings {
+    pub token: Secret,
     pub base_url: String,
     pub page_size: u32,
+    pub request_timeout: Duration,
+}
+
+/// How fast to go and how to recover.
+#[derive(Debug, Clone)]
+pub struct PacingSettings {
+    /// Loop's defaults for every known endpoint, plus the user's overrides.
     pub rate_limits: BTreeMap<String, RateLimit>,
     pub rate_limit_fraction: f64,
     pub max_concurrent_streams: usize,
     pub retry: RetryPolicy,
-    pub request_timeout: Duration,
+}
+
+/// What to read and how records come out.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub start_date: DateTime<Utc>,
     pub filter_bounds: FilterBounds,
     pub window_target_pages: u32,
     pub clock_skew: Duration,
@@ -105,11 +260,25 @@ pub struct Config {
     /// Validate records against the stream schemas (benchmarks turn it off).
     pub validate_records: bool,
     pub money_unit: MoneyUnit,
+}
+
+/// The webhook receiver's settings, and where its journal is (also read by `read`).
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
     pub journal_path: Option<PathBuf>,
-    pub webhook_secrets: Vec<Secret>,
-    pub webhook_signature_encoding: SignatureEncoding,
-    pub webhook_path: String,
-    pub webhook_max_body_bytes: usize,
+    pub secrets: Vec<Secret>,
+    pub signature_encoding: SignatureEncoding,
+    pub path: String,
+    pub max_body_bytes: usize,
+}
+
+/// The connector's configuration (`check`, `discover`, `read`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub api: ApiSettings,
+    pub pacing: PacingSettings,
+    pub sync: SyncSettings,
+    pub webhooks: WebhookSettings,
 }
 
 /// Everything wrong with a config, each entry naming the key and the fix.
@@ -119,12 +288,23 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
+/// Reads keys of one JSON object, collecting problems instead of stopping at the first.
 struct Reader<'a> {
     obj: &'a Map<String, Value>,
+    /// Prefix of the keys in messages (`retry.` inside `retry`).
+    prefix: &'static str,
     problems: Vec<String>,
 }
 
 impl<'a> Reader<'a> {
+    fn new(obj: &'a Map<String, Value>, prefix: &'static str) -> Self {
+        Reader {
+            obj,
+            prefix,
+            problems: Vec::new(),
+        }
+    }
+
     fn get(&self, key: &str) -> Option<&'a Value> {
         match self.obj.get(key) {
             None | Some(Value::Null) => None,
@@ -132,74 +312,112 @@ impl<'a> Reader<'a> {
         }
     }
 
+    fn problem(&mut self, p: String) {
+        self.problems.push(p);
+    }
+
     fn string(&mut self, key: &str, hint: &str) -> Option<String> {
         match self.get(key) {
             None => None,
             Some(Value::String(s)) => Some(s.clone()),
             Some(other) => {
-                self.problems.push(format!(
-                    "`{key}` must be a string, got {}; {hint}",
+                let p = format!(
+                    "`{}{key}` must be a string, got {}{hint}",
+                    self.prefix,
                     kind(other)
-                ));
+                );
+                self.problem(p);
                 None
             }
         }
     }
 
-    fn number(&mut self, key: &str, min: f64, max: f64, hint: &str) -> Option<f64> {
-        let v = self.get(key)?;
+    fn number_in(&mut self, key: &str, min: f64, max: f64, default: f64, hint: &str) -> f64 {
+        let Some(v) = self.get(key) else {
+            return default;
+        };
         let n = match v {
             Value::Number(n) => n.as_f64(),
             Value::String(s) => s.trim().parse::<f64>().ok(),
             _ => None,
         };
         match n {
-            Some(n) if n.is_finite() && n >= min && n <= max => Some(n),
+            Some(n) if n.is_finite() && n >= min && n <= max => n,
             _ => {
-                self.problems.push(format!(
-                    "`{key}` must be a number between {min} and {max}, got {}; {hint}",
+                let p = format!(
+                    "`{}{key}` must be a number between {min} and {max}, got {}{hint}",
+                    self.prefix,
                     short(v)
-                ));
-                None
+                );
+                self.problem(p);
+                default
             }
         }
     }
 
-    fn integer(&mut self, key: &str, min: u64, max: u64, hint: &str) -> Option<u64> {
-        let v = self.get(key)?;
+    /// The key's value within its bounds, or its default (when absent or wrong).
+    fn integer(&mut self, k: &IntKey) -> u64 {
+        let Some(v) = self.get(k.key) else {
+            return k.default;
+        };
         let n = match v {
             Value::Number(n) => n.as_u64(),
             Value::String(s) => s.trim().parse::<u64>().ok(),
             _ => None,
         };
         match n {
-            Some(n) if n >= min && n <= max => Some(n),
+            Some(n) if n >= k.min && n <= k.max => n,
             _ => {
-                self.problems.push(format!(
-                    "`{key}` must be a whole number between {min} and {max}, got {}; {hint}",
+                let p = format!(
+                    "`{}{}` must be a whole number between {} and {}, got {}",
+                    self.prefix,
+                    k.key,
+                    k.min,
+                    k.max,
                     short(v)
-                ));
-                None
+                );
+                self.problem(p);
+                k.default
             }
         }
     }
 
-    fn choice<T: Copy>(&mut self, key: &str, options: &[(&str, T)], default: T) -> T {
-        let Some(s) = self.string(key, "") else {
-            return default;
+    fn choice<T: Copy>(&mut self, k: &ChoiceKey<T>) -> T {
+        let Some(s) = self.string(k.key, "") else {
+            return k.default;
         };
-        match options
+        match k
+            .options
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(&s))
         {
             Some((_, v)) => *v,
             None => {
-                let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-                self.problems.push(format!(
-                    "`{key}` must be one of {}, got {:?}",
+                let names: Vec<&str> = k.options.iter().map(|(n, _)| *n).collect();
+                let p = format!(
+                    "`{}{}` must be one of {}, got {:?}",
+                    self.prefix,
+                    k.key,
                     names.join(", "),
                     s
-                ));
+                );
+                self.problem(p);
+                k.default
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str, default: bool) -> bool {
+        match self.get(key) {
+            None => default,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                let p = format!(
+                    "`{}{key}` must be true or false, got {}",
+                    self.prefix,
+                    short(other)
+                );
+                self.problem(p);
                 default
             }
         }
@@ -229,330 +447,331 @@ fn short(v: &Value) -> String {
 /// `start_date` and cursors in state: RFC 3339, or a bare date (`2024-01-31`, midnight UTC).
 pub use loop_time::parse_instant;
 
-fn parse_json(text: &str) -> Result<Value, ConfigError> {
-    serde_json::from_str(text).map_err(|e| ConfigError {
+const TOKEN_HINT: &str =
+    "create a token in Loop admin → Settings → API tokens and put it in `api_token`";
+
+fn read_token(r: &mut Reader, required: bool) -> Option<Secret> {
+    match r.string("api_token", &format!("; {TOKEN_HINT}")) {
+        Some(t) if !t.trim().is_empty() => Some(Secret::new(t.trim())),
+        Some(_) => {
+            r.problem(format!("`api_token` is empty; {TOKEN_HINT}"));
+            None
+        }
+        None => {
+            if required && r.get("api_token").is_none() {
+                r.problem(format!("`api_token` is missing; {TOKEN_HINT}"));
+            }
+            None
+        }
+    }
+}
+
+fn read_base_url(r: &mut Reader) -> String {
+    let Some(s) = r.string(
+        "base_url",
+        "; e.g. https://api.loopsubscriptions.com/admin/2023-10",
+    ) else {
+        return DEFAULT_BASE_URL.to_string();
+    };
+    let s = s.trim().trim_end_matches('/').to_string();
+    match reqwest::Url::parse(&s) {
+        Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => s,
+        _ => {
+            r.problem(format!(
+                "`base_url` {s:?} is not an http(s) URL; use e.g. {DEFAULT_BASE_URL}"
+            ));
+            String::new()
+        }
+    }
+}
+
+fn read_api(r: &mut Reader, token: Option<Secret>) -> Option<ApiSettings> {
+    let base_url = read_base_url(r);
+    let page_size = r.integer(&PAGE_SIZE) as u32;
+    let request_timeout = Duration::from_secs(r.integer(&REQUEST_TIMEOUT_SECONDS));
+    Some(ApiSettings {
+        token: token?,
+        base_url,
+        page_size,
+        request_timeout,
+    })
+}
+
+fn read_rate_limits(r: &mut Reader) -> BTreeMap<String, RateLimit> {
+    let mut limits: BTreeMap<String, RateLimit> = DEFAULT_RATE_LIMITS
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    match r.get("rate_limits") {
+        None => {}
+        Some(Value::Object(m)) => {
+            for (endpoint, limit) in m {
+                let requests = limit.get("requests").and_then(Value::as_u64);
+                let per = limit.get("per_seconds").and_then(Value::as_f64);
+                let q = RATE_LIMIT_REQUESTS;
+                match (requests, per) {
+                    (Some(n), Some(p))
+                        if (q.min..=q.max).contains(&n)
+                            && p > 0.0
+                            && p <= RATE_LIMIT_MAX_PER_SECONDS =>
+                    {
+                        limits.insert(
+                            endpoint.trim_start_matches('/').to_string(),
+                            RateLimit {
+                                requests: n as u32,
+                                per_seconds: p,
+                            },
+                        );
+                    }
+                    _ => r.problem(format!(
+                        "`rate_limits.{endpoint}` must be {{\"requests\": N, \"per_seconds\": S}} with N a whole number from {} to {} and 0 < S ≤ {RATE_LIMIT_MAX_PER_SECONDS}, got {}",
+                        q.min,
+                        q.max,
+                        short(limit)
+                    )),
+                }
+            }
+        }
+        Some(other) => r.problem(format!(
+            "`rate_limits` must be an object keyed by endpoint, e.g. {{\"subscription\": {{\"requests\": 2, \"per_seconds\": 3}}}}, got {}",
+            kind(other)
+        )),
+    }
+    limits
+}
+
+fn read_retry(r: &mut Reader) -> RetryPolicy {
+    let empty = Map::new();
+    let obj = match r.get("retry") {
+        None => &empty,
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            r.problem(format!(
+                "`retry` must be an object such as {{\"max_attempts\": 8}}, got {}",
+                kind(other)
+            ));
+            &empty
+        }
+    };
+    let mut sub = Reader::new(obj, "retry.");
+    let policy = RetryPolicy {
+        max_attempts: sub.integer(&RETRY_MAX_ATTEMPTS) as u32,
+        initial_backoff: Duration::from_millis(sub.integer(&RETRY_INITIAL_BACKOFF_MS)),
+        max_backoff: Duration::from_millis(sub.integer(&RETRY_MAX_BACKOFF_MS)),
+        max_elapsed: Duration::from_secs(sub.integer(&RETRY_MAX_ELAPSED_SECONDS)),
+    };
+    r.problems.extend(sub.problems);
+    policy
+}
+
+fn read_pacing(r: &mut Reader) -> PacingSettings {
+    PacingSettings {
+        rate_limits: read_rate_limits(r),
+        rate_limit_fraction: r.number_in(
+            "rate_limit_fraction",
+            RATE_LIMIT_FRACTION_MIN,
+            1.0,
+            RATE_LIMIT_FRACTION_DEFAULT,
+            "; the share of Loop's store-wide rate limit this connector may use (1 = all of it)",
+        ),
+        max_concurrent_streams: r.integer(&MAX_CONCURRENT_STREAMS) as usize,
+        retry: read_retry(r),
+    }
+}
+
+fn read_start_date(r: &mut Reader) -> Option<DateTime<Utc>> {
+    let Some(s) = r.string("start_date", "; use RFC 3339, e.g. 2024-01-01T00:00:00Z") else {
+        return parse_instant(DEFAULT_START_DATE);
+    };
+    match parse_instant(&s) {
+        Some(t) if t <= Utc::now() => Some(t),
+        Some(_) => {
+            r.problem(format!(
+                "`start_date` {s:?} is in the future; use a past date such as 2024-01-01T00:00:00Z"
+            ));
+            None
+        }
+        None => {
+            r.problem(format!(
+                "`start_date` {s:?} is not an RFC 3339 date-time; use e.g. 2024-01-01T00:00:00Z"
+            ));
+            None
+        }
+    }
+}
+
+fn read_sync(r: &mut Reader) -> Option<SyncSettings> {
+    let start_date = read_start_date(r);
+    let filter_bounds = r.choice(&EPOCH_FILTER_BOUNDS);
+    let window_target_pages = r.integer(&WINDOW_TARGET_PAGES) as u32;
+    let clock_skew = Duration::from_secs(r.integer(&CLOCK_SKEW_SECONDS));
+    let on_invalid_record = r.choice(&ON_INVALID_RECORD);
+    let validate_records = r.boolean("validate_records", true);
+    let money_unit = r.choice(&MONEY_UNIT);
+    Some(SyncSettings {
+        start_date: start_date?,
+        filter_bounds,
+        window_target_pages,
+        clock_skew,
+        on_invalid_record,
+        validate_records,
+        money_unit,
+    })
+}
+
+fn read_webhooks(r: &mut Reader) -> WebhookSettings {
+    let journal_path = r
+        .string(
+            "journal_path",
+            "; a file path for the webhook journal (SQLite)",
+        )
+        .map(PathBuf::from);
+    let mut secrets = Vec::new();
+    match r.get("webhook_secrets") {
+        None => {}
+        Some(Value::Array(items)) => {
+            for (i, s) in items.iter().enumerate() {
+                match s.as_str() {
+                    Some(s) if !s.is_empty() => secrets.push(Secret::new(s)),
+                    _ => r.problem(format!(
+                        "`webhook_secrets[{i}]` must be a non-empty string (the secret Loop shows for the webhook)"
+                    )),
+                }
+            }
+        }
+        Some(Value::String(s)) if !s.is_empty() => secrets.push(Secret::new(s.clone())),
+        Some(other) => r.problem(format!(
+            "`webhook_secrets` must be a list of strings, got {}",
+            kind(other)
+        )),
+    }
+    let signature_encoding = r.choice(&WEBHOOK_SIGNATURE_ENCODING);
+    let path = r
+        .string("webhook_path", "; e.g. /webhooks/loop")
+        .unwrap_or_else(|| DEFAULT_WEBHOOK_PATH.to_string());
+    if !path.starts_with('/') {
+        r.problem(format!("`webhook_path` {path:?} must start with '/'"));
+    }
+    let max_body_bytes = r.integer(&WEBHOOK_MAX_BODY_BYTES) as usize;
+    WebhookSettings {
+        journal_path,
+        secrets,
+        signature_encoding,
+        path,
+        max_body_bytes,
+    }
+}
+
+fn parse_object(text: &str) -> Result<Map<String, Value>, ConfigError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| ConfigError {
         problems: vec![format!(
             "the config file is not valid JSON ({e}); it must be a JSON object such as {{\"api_token\": \"...\"}}"
         )],
-    })
+    })?;
+    match value {
+        Value::Object(m) => Ok(m),
+        other => Err(ConfigError {
+            problems: vec![format!(
+                "the config must be a JSON object, got {}",
+                kind(&other)
+            )],
+        }),
+    }
+}
+
+/// Every section of a config file, checked together so that all problems show at once.
+/// `api` is None only when the token is absent and was not required.
+struct Sections {
+    api: Option<ApiSettings>,
+    pacing: PacingSettings,
+    sync: SyncSettings,
+    webhooks: WebhookSettings,
+}
+
+fn read_sections(obj: &Map<String, Value>, token_required: bool) -> Result<Sections, ConfigError> {
+    let mut r = Reader::new(obj, "");
+    let token = read_token(&mut r, token_required);
+    let api = read_api(&mut r, token);
+    let pacing = read_pacing(&mut r);
+    let sync = read_sync(&mut r);
+    let webhooks = read_webhooks(&mut r);
+    match sync {
+        Some(sync) if r.problems.is_empty() => Ok(Sections {
+            api,
+            pacing,
+            sync,
+            webhooks,
+        }),
+        _ => Err(ConfigError {
+            problems: r.problems,
+        }),
+    }
 }
 
 impl Config {
     /// Parse the config file's text. Errors never contain the token.
     pub fn from_json_str(text: &str) -> Result<Config, ConfigError> {
-        Config::from_value(&parse_json(text)?)
-    }
-
-    /// The config for `serve`, which never calls the API: `api_token` may be absent.
-    pub fn for_receiver(text: &str) -> Result<Config, ConfigError> {
-        let mut value = parse_json(text)?;
-        if let Some(m) = value.as_object_mut() {
-            m.entry("api_token")
-                .or_insert_with(|| Value::String("unused-by-serve".into()));
-        }
-        Config::from_value(&value)
+        Config::from_object(&parse_object(text)?)
     }
 
     pub fn from_value(value: &Value) -> Result<Config, ConfigError> {
-        let Some(obj) = value.as_object() else {
-            return Err(ConfigError {
+        match value {
+            Value::Object(m) => Config::from_object(m),
+            other => Err(ConfigError {
                 problems: vec![format!(
                     "the config must be a JSON object, got {}",
-                    kind(value)
-                )],
-            });
-        };
-        let mut r = Reader {
-            obj,
-            problems: Vec::new(),
-        };
-
-        let token_hint =
-            "create a token in Loop admin → Settings → API tokens and put it in `api_token`";
-        let api_token = match r.string("api_token", token_hint) {
-            Some(t) if !t.trim().is_empty() => Some(Secret::new(t.trim())),
-            Some(_) => {
-                r.problems
-                    .push(format!("`api_token` is empty; {token_hint}"));
-                None
-            }
-            None => {
-                if r.get("api_token").is_none() {
-                    r.problems
-                        .push(format!("`api_token` is missing; {token_hint}"));
-                }
-                None
-            }
-        };
-
-        let start_date = match r.string("start_date", "use RFC 3339, e.g. 2024-01-01T00:00:00Z") {
-            None => parse_instant(DEFAULT_START_DATE),
-            Some(s) => match parse_instant(&s) {
-                Some(t) if t <= Utc::now() => Some(t),
-                Some(_) => {
-                    r.problems.push(format!(
-                        "`start_date` {s:?} is in the future; use a past date such as 2024-01-01T00:00:00Z"
-                    ));
-                    None
-                }
-                None => {
-                    r.problems.push(format!(
-                        "`start_date` {s:?} is not an RFC 3339 date-time; use e.g. 2024-01-01T00:00:00Z"
-                    ));
-                    None
-                }
-            },
-        };
-
-        let base_url = match r.string(
-            "base_url",
-            "e.g. https://api.loopsubscriptions.com/admin/2023-10",
-        ) {
-            None => DEFAULT_BASE_URL.to_string(),
-            Some(s) => {
-                let s = s.trim().trim_end_matches('/').to_string();
-                match reqwest::Url::parse(&s) {
-                    Ok(u)
-                        if (u.scheme() == "https" || u.scheme() == "http")
-                            && u.host().is_some() =>
-                    {
-                        s
-                    }
-                    _ => {
-                        r.problems.push(format!(
-                            "`base_url` {s:?} is not an http(s) URL; use e.g. {DEFAULT_BASE_URL}"
-                        ));
-                        String::new()
-                    }
-                }
-            }
-        };
-
-        let page_size = r
-            .integer(
-                "page_size",
-                1,
-                u64::from(MAX_PAGE_SIZE),
-                "Loop allows at most 50 records per page",
-            )
-            .unwrap_or(u64::from(MAX_PAGE_SIZE)) as u32;
-
-        let mut rate_limits = default_rate_limits();
-        if let Some(v) = r.get("rate_limits") {
-            match v {
-                Value::Object(m) => {
-                    for (endpoint, limit) in m {
-                        let ep = endpoint.trim_start_matches('/').to_string();
-                        let requests = limit.get("requests").and_then(Value::as_u64);
-                        let per = limit.get("per_seconds").and_then(Value::as_f64);
-                        match (requests, per) {
-                            (Some(q), Some(p)) if (1..=10_000).contains(&q) && p > 0.0 && p <= 3600.0 => {
-                                rate_limits.insert(
-                                    ep,
-                                    RateLimit {
-                                        requests: q as u32,
-                                        per_seconds: p,
-                                    },
-                                );
-                            }
-                            _ => r.problems.push(format!(
-                                "`rate_limits.{endpoint}` must be {{\"requests\": N ≥ 1, \"per_seconds\": S > 0}}, got {}",
-                                short(limit)
-                            )),
-                        }
-                    }
-                }
-                other => r.problems.push(format!(
-                    "`rate_limits` must be an object keyed by endpoint, e.g. {{\"subscription\": {{\"requests\": 2, \"per_seconds\": 3}}}}, got {}",
                     kind(other)
-                )),
-            }
+                )],
+            }),
         }
-        let rate_limit_fraction = r
-            .number(
-                "rate_limit_fraction",
-                0.01,
-                1.0,
-                "the share of Loop's store-wide rate limit this connector may use (1 = all of it)",
-            )
-            .unwrap_or(1.0);
-        let max_concurrent_streams =
-            r.integer("max_concurrent_streams", 1, 16, "").unwrap_or(5) as usize;
+    }
 
-        let mut retry = RetryPolicy {
-            max_attempts: 8,
-            initial_backoff: Duration::from_millis(1000),
-            max_backoff: Duration::from_secs(60),
-            max_elapsed: Duration::from_secs(900),
-        };
-        if let Some(v) = r.get("retry") {
-            match v.as_object() {
-                Some(m) => {
-                    let mut sub = Reader {
-                        obj: m,
-                        problems: Vec::new(),
-                    };
-                    if let Some(n) = sub.integer("max_attempts", 1, 100, "") {
-                        retry.max_attempts = n as u32;
-                    }
-                    if let Some(n) = sub.integer("initial_backoff_ms", 1, 600_000, "") {
-                        retry.initial_backoff = Duration::from_millis(n);
-                    }
-                    if let Some(n) = sub.integer("max_backoff_ms", 1, 3_600_000, "") {
-                        retry.max_backoff = Duration::from_millis(n);
-                    }
-                    if let Some(n) = sub.integer("max_elapsed_seconds", 1, 86_400, "") {
-                        retry.max_elapsed = Duration::from_secs(n);
-                    }
-                    r.problems
-                        .extend(sub.problems.into_iter().map(|p| format!("in `retry`: {p}")));
-                }
-                None => r.problems.push(format!(
-                    "`retry` must be an object such as {{\"max_attempts\": 8}}, got {}",
-                    kind(v)
-                )),
-            }
-        }
-        let request_timeout = Duration::from_secs(
-            r.integer("request_timeout_seconds", 1, 3600, "")
-                .unwrap_or(60),
-        );
-        let filter_bounds = r.choice(
-            "epoch_filter_bounds",
-            &[
-                ("unknown", FilterBounds::Unknown),
-                ("inclusive", FilterBounds::Inclusive),
-            ],
-            FilterBounds::Unknown,
-        );
-        let window_target_pages =
-            r.integer("window_target_pages", 1, 1000, "").unwrap_or(50) as u32;
-        let clock_skew = Duration::from_secs(
-            r.integer("clock_skew_seconds", 0, 86_400, "")
-                .unwrap_or(300),
-        );
-        let on_invalid_record = r.choice(
-            "on_invalid_record",
-            &[
-                ("emit", OnInvalidRecord::Emit),
-                ("skip", OnInvalidRecord::Skip),
-                ("fail", OnInvalidRecord::Fail),
-            ],
-            OnInvalidRecord::Emit,
-        );
-        let validate_records = match r.get("validate_records") {
-            None => true,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                r.problems.push(format!(
-                    "`validate_records` must be true or false, got {}",
-                    short(other)
-                ));
-                true
-            }
-        };
-        let money_unit = r.choice(
-            "money_unit",
-            &[("major", MoneyUnit::Major), ("minor", MoneyUnit::Minor)],
-            MoneyUnit::Major,
-        );
-        let journal_path = r
-            .string(
-                "journal_path",
-                "a file path for the webhook journal (SQLite)",
-            )
-            .map(PathBuf::from);
-        let mut webhook_secrets = Vec::new();
-        match r.get("webhook_secrets") {
-            None => {}
-            Some(Value::Array(items)) => {
-                for (i, s) in items.iter().enumerate() {
-                    match s.as_str() {
-                        Some(s) if !s.is_empty() => webhook_secrets.push(Secret::new(s)),
-                        _ => r.problems.push(format!(
-                            "`webhook_secrets[{i}]` must be a non-empty string (the secret Loop shows for the webhook)"
-                        )),
-                    }
-                }
-            }
-            Some(Value::String(s)) if !s.is_empty() => webhook_secrets.push(Secret::new(s.clone())),
-            Some(other) => r.problems.push(format!(
-                "`webhook_secrets` must be a list of strings, got {}",
-                kind(other)
-            )),
-        }
-        if let Ok(env) = std::env::var("LOOP_WEBHOOK_SECRETS") {
-            webhook_secrets.extend(
-                env.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(Secret::new),
-            );
-        }
-        let webhook_signature_encoding = r.choice(
-            "webhook_signature_encoding",
-            &[
-                ("auto", SignatureEncoding::Auto),
-                ("hex", SignatureEncoding::Hex),
-                ("base64", SignatureEncoding::Base64),
-            ],
-            SignatureEncoding::Auto,
-        );
-        let webhook_path = r
-            .string("webhook_path", "e.g. /webhooks/loop")
-            .unwrap_or_else(|| "/webhooks/loop".to_string());
-        if !webhook_path.starts_with('/') {
-            r.problems.push(format!(
-                "`webhook_path` {webhook_path:?} must start with '/'"
-            ));
-        }
-        let webhook_max_body_bytes = r
-            .integer("webhook_max_body_bytes", 1024, 64 * 1024 * 1024, "")
-            .unwrap_or(1024 * 1024) as usize;
-
-        if !r.problems.is_empty() {
+    fn from_object(obj: &Map<String, Value>) -> Result<Config, ConfigError> {
+        let s = read_sections(obj, true)?;
+        let Some(api) = s.api else {
+            // (read_sections reported it already; kept for the type)
             return Err(ConfigError {
-                problems: r.problems,
+                problems: vec![format!("`api_token` is missing; {TOKEN_HINT}")],
             });
-        }
+        };
         Ok(Config {
-            api_token: api_token.expect("checked"),
-            start_date: start_date.expect("checked"),
-            base_url,
-            page_size,
-            rate_limits,
-            rate_limit_fraction,
-            max_concurrent_streams,
-            retry,
-            request_timeout,
-            filter_bounds,
-            window_target_pages,
-            clock_skew,
-            on_invalid_record,
-            validate_records,
-            money_unit,
-            journal_path,
-            webhook_secrets,
-            webhook_signature_encoding,
-            webhook_path,
-            webhook_max_body_bytes,
+            api,
+            pacing: s.pacing,
+            sync: s.sync,
+            webhooks: s.webhooks,
         })
     }
 
     /// The pace for an endpoint, after the configured share of the pool.
     pub fn rate_limit(&self, endpoint: &str) -> RateLimit {
         let base = self
+            .pacing
             .rate_limits
             .get(endpoint)
             .copied()
-            .unwrap_or(RateLimit {
-                requests: 2,
-                per_seconds: 3.0,
-            });
+            .unwrap_or(FALLBACK_RATE_LIMIT);
         RateLimit {
             requests: base.requests,
-            per_seconds: base.per_seconds / self.rate_limit_fraction,
+            per_seconds: base.per_seconds / self.pacing.rate_limit_fraction,
         }
+    }
+}
+
+impl WebhookSettings {
+    /// The receiver's settings from the same config file `read` uses. `serve` never
+    /// calls the API, so `api_token` may be absent; every other key is still checked.
+    pub fn from_json_str(text: &str) -> Result<WebhookSettings, ConfigError> {
+        read_sections(&parse_object(text)?, false).map(|s| s.webhooks)
+    }
+
+    /// Add the secrets of a comma-separated list (the `LOOP_WEBHOOK_SECRETS` variable).
+    pub fn add_secrets_from_list(&mut self, list: &str) {
+        self.secrets.extend(
+            list.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(Secret::new),
+        );
     }
 }
 
@@ -564,10 +783,10 @@ mod tests {
     #[test]
     fn minimal_config_gets_defaults() {
         let c = Config::from_value(&json!({"api_token": "tok"})).unwrap();
-        assert_eq!(c.base_url, DEFAULT_BASE_URL);
-        assert_eq!(c.page_size, 50);
+        assert_eq!(c.api.base_url, DEFAULT_BASE_URL);
+        assert_eq!(c.api.page_size, 50);
         assert_eq!(c.rate_limit("subscription").requests, 2);
-        assert_eq!(c.on_invalid_record, OnInvalidRecord::Emit);
+        assert_eq!(c.sync.on_invalid_record, OnInvalidRecord::Emit);
     }
 
     #[test]
@@ -592,6 +811,16 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_limit_over_its_bound_states_the_real_bounds() {
+        let err = Config::from_value(&json!({"api_token": "t",
+            "rate_limits": {"order": {"requests": 20000, "per_seconds": 1}}}))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("from 1 to 10000"), "{err}");
+        assert!(err.contains("0 < S ≤ 3600"), "{err}");
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let c = Config::from_value(
             &json!({"api_token": "s3cr3t-token", "webhook_secrets": ["whsec-1"]}),
@@ -603,6 +832,15 @@ mod tests {
     }
 
     #[test]
+    fn the_receiver_needs_no_token_but_checks_everything_else() {
+        let w = WebhookSettings::from_json_str(r#"{"webhook_secrets": ["a"]}"#).unwrap();
+        assert_eq!(w.secrets.len(), 1);
+        assert_eq!(w.path, DEFAULT_WEBHOOK_PATH);
+        let err = WebhookSettings::from_json_str(r#"{"page_size": 0}"#).unwrap_err();
+        assert!(err.to_string().contains("page_size"), "{err}");
+    }
+
+    #[test]
     fn rate_limit_overrides_and_fraction() {
         let c = Config::from_value(&json!({"api_token": "t", "rate_limit_fraction": 0.5,
             "rate_limits": {"/customer": {"requests": 4, "per_seconds": 2}}}))
@@ -611,5 +849,103 @@ mod tests {
         assert_eq!(l.requests, 4);
         assert!((l.interval().as_secs_f64() - 1.0).abs() < 1e-9);
         assert_eq!(c.rate_limit("subscription").per_seconds, 6.0);
+    }
+
+    /// `spec.json` is what users and Airbyte's UI read: its defaults and bounds must be
+    /// the ones the parser applies.
+    #[test]
+    fn spec_json_states_the_codes_defaults_and_bounds() {
+        let spec: Value = serde_json::from_str(crate::airbyte::SPEC_JSON).unwrap();
+        let props = &spec["properties"];
+        let int_keys = [
+            (&props["page_size"], PAGE_SIZE),
+            (&props["request_timeout_seconds"], REQUEST_TIMEOUT_SECONDS),
+            (&props["max_concurrent_streams"], MAX_CONCURRENT_STREAMS),
+            (&props["window_target_pages"], WINDOW_TARGET_PAGES),
+            (&props["clock_skew_seconds"], CLOCK_SKEW_SECONDS),
+            (&props["webhook_max_body_bytes"], WEBHOOK_MAX_BODY_BYTES),
+            (
+                &props["retry"]["properties"]["max_attempts"],
+                RETRY_MAX_ATTEMPTS,
+            ),
+            (
+                &props["retry"]["properties"]["initial_backoff_ms"],
+                RETRY_INITIAL_BACKOFF_MS,
+            ),
+            (
+                &props["retry"]["properties"]["max_backoff_ms"],
+                RETRY_MAX_BACKOFF_MS,
+            ),
+            (
+                &props["retry"]["properties"]["max_elapsed_seconds"],
+                RETRY_MAX_ELAPSED_SECONDS,
+            ),
+        ];
+        for (p, k) in int_keys {
+            assert_eq!(p["default"], json!(k.default), "default of {}", k.key);
+            assert_eq!(p["minimum"], json!(k.min), "minimum of {}", k.key);
+            assert_eq!(p["maximum"], json!(k.max), "maximum of {}", k.key);
+        }
+        let requests = &props["rate_limits"]["additionalProperties"]["properties"];
+        assert_eq!(
+            requests["requests"]["minimum"],
+            json!(RATE_LIMIT_REQUESTS.min)
+        );
+        assert_eq!(
+            requests["requests"]["maximum"],
+            json!(RATE_LIMIT_REQUESTS.max)
+        );
+        assert_eq!(
+            requests["per_seconds"]["maximum"],
+            json!(RATE_LIMIT_MAX_PER_SECONDS as u64)
+        );
+        for (key, default, names) in [
+            (
+                EPOCH_FILTER_BOUNDS.key,
+                EPOCH_FILTER_BOUNDS.default_name(),
+                EPOCH_FILTER_BOUNDS
+                    .options
+                    .iter()
+                    .map(|o| o.0)
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                ON_INVALID_RECORD.key,
+                ON_INVALID_RECORD.default_name(),
+                ON_INVALID_RECORD.options.iter().map(|o| o.0).collect(),
+            ),
+            (
+                MONEY_UNIT.key,
+                MONEY_UNIT.default_name(),
+                MONEY_UNIT.options.iter().map(|o| o.0).collect(),
+            ),
+            (
+                WEBHOOK_SIGNATURE_ENCODING.key,
+                WEBHOOK_SIGNATURE_ENCODING.default_name(),
+                WEBHOOK_SIGNATURE_ENCODING
+                    .options
+                    .iter()
+                    .map(|o| o.0)
+                    .collect(),
+            ),
+        ] {
+            assert_eq!(props[key]["default"], json!(default), "default of {key}");
+            assert_eq!(props[key]["enum"], json!(names), "values of {key}");
+        }
+        assert_eq!(props["start_date"]["default"], json!(DEFAULT_START_DATE));
+        assert_eq!(props["base_url"]["default"], json!(DEFAULT_BASE_URL));
+        assert_eq!(
+            props["webhook_path"]["default"],
+            json!(DEFAULT_WEBHOOK_PATH)
+        );
+        assert_eq!(props["validate_records"]["default"], json!(true));
+        assert_eq!(
+            props["rate_limit_fraction"]["default"],
+            json!(RATE_LIMIT_FRACTION_DEFAULT as u64)
+        );
+        assert_eq!(
+            props["rate_limit_fraction"]["minimum"],
+            json!(RATE_LIMIT_FRACTION_MIN)
+        );
     }
 }

@@ -53,9 +53,10 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, RunError> {
 
 /// List the first page of subscriptions, failing fast.
 pub fn check(mut config: Config) -> Result<(), RunError> {
-    config.retry.max_attempts = config.retry.max_attempts.min(CHECK_MAX_ATTEMPTS);
-    config.retry.max_elapsed = config.retry.max_elapsed.min(CHECK_MAX_ELAPSED);
-    config.request_timeout = config.request_timeout.min(CHECK_REQUEST_TIMEOUT);
+    let retry = &mut config.pacing.retry;
+    retry.max_attempts = retry.max_attempts.min(CHECK_MAX_ATTEMPTS);
+    retry.max_elapsed = retry.max_elapsed.min(CHECK_MAX_ELAPSED);
+    config.api.request_timeout = config.api.request_timeout.min(CHECK_REQUEST_TIMEOUT);
     let client = LoopClient::new(&config).map_err(RunError::Client)?;
     let endpoint = streams::find(CHECK_STREAM)
         .and_then(|d| d.endpoint())

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use loop_webhooks::server::{ServeError, ServerConfig};
 use loop_webhooks::JournalError;
 
-use crate::config::Config;
+use crate::config::WebhookSettings;
 use crate::event::FailureType;
 
 /// Why `source-loop serve` stopped with an error. Each message says what to change.
@@ -41,19 +41,19 @@ impl ReceiverError {
 }
 
 pub fn server_config(
-    config: &Config,
+    config: &WebhookSettings,
     listen: SocketAddr,
     emit: bool,
 ) -> Result<ServerConfig, ReceiverError> {
-    if config.webhook_secrets.is_empty() {
+    if config.secrets.is_empty() {
         return Err(ReceiverError::NoSecret);
     }
     Ok(ServerConfig {
         listen,
-        path: config.webhook_path.clone(),
-        secrets: config.webhook_secrets.clone(),
-        encoding: config.webhook_signature_encoding,
-        max_body_bytes: config.webhook_max_body_bytes,
+        path: config.path.clone(),
+        secrets: config.secrets.clone(),
+        encoding: config.signature_encoding,
+        max_body_bytes: config.max_body_bytes,
         journal_path: config
             .journal_path
             .clone()
@@ -62,7 +62,7 @@ pub fn server_config(
     })
 }
 
-pub fn run(config: &Config, listen: SocketAddr, emit: bool) -> Result<(), ReceiverError> {
+pub fn run(config: &WebhookSettings, listen: SocketAddr, emit: bool) -> Result<(), ReceiverError> {
     let cfg = server_config(config, listen, emit)?;
     if config.journal_path.is_none() {
         eprintln!(
@@ -91,8 +91,8 @@ pub fn run(config: &Config, listen: SocketAddr, emit: bool) -> Result<(), Receiv
 mod tests {
     use super::*;
 
-    fn receiver_config(journal: &std::path::Path) -> Config {
-        let mut config = Config::for_receiver(r#"{"webhook_secrets": ["s"]}"#).unwrap();
+    fn receiver_config(journal: &std::path::Path) -> WebhookSettings {
+        let mut config = WebhookSettings::from_json_str(r#"{"webhook_secrets": ["s"]}"#).unwrap();
         config.journal_path = Some(journal.to_path_buf());
         config
     }
@@ -105,7 +105,7 @@ mod tests {
     fn without_a_secret_the_receiver_refuses_to_start_and_names_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = receiver_config(&dir.path().join("journal.sqlite"));
-        config.webhook_secrets.clear();
+        config.secrets.clear();
         let err = run(&config, any_port(), false).unwrap_err();
         assert!(matches!(err, ReceiverError::NoSecret), "{err:?}");
         assert_eq!(err.failure_type(), FailureType::Config);

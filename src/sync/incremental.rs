@@ -60,7 +60,7 @@ pub(super) async fn read(
     mut st: StreamState,
 ) -> Result<StreamState, SyncError> {
     let def = em.def;
-    let config = &engine.config;
+    let config = &engine.config.sync;
     let start_sec = config.start_date.timestamp();
     let upper = engine.upper_sec;
     let mut lo = match st.cursor {
@@ -206,7 +206,7 @@ impl<'a> Window<'a> {
     /// The window's query: widened by a second on each side when the filters'
     /// inclusivity is unknown (records are filtered by instant here).
     fn params(&self) -> Vec<(&'static str, String)> {
-        let (qs, qe) = match self.engine.config.filter_bounds {
+        let (qs, qe) = match self.engine.config.sync.filter_bounds {
             FilterBounds::Unknown => (self.lo - 1, self.hi + 1),
             FilterBounds::Inclusive => (self.lo, self.hi),
         };
@@ -225,6 +225,7 @@ impl<'a> Window<'a> {
         let retry_log = em.retry_log();
         let max_pages = engine
             .config
+            .sync
             .window_target_pages
             .saturating_mul(ABANDON_AT_TARGETS)
             .max(ABANDON_AT_TARGETS);
@@ -253,7 +254,7 @@ impl<'a> Window<'a> {
                 if self.paging_start.is_none() {
                     self.paging_start = Some(page.server_date.unwrap_or_else(|| {
                         Utc::now()
-                            - chrono::Duration::from_std(engine.config.clock_skew)
+                            - chrono::Duration::from_std(engine.config.sync.clock_skew)
                                 .unwrap_or_default()
                     }));
                 }

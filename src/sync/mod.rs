@@ -217,7 +217,7 @@ impl Engine {
     pub async fn read(self: Arc<Self>, selected: Vec<Selected>, input: InputState) -> SyncSummary {
         let started = Instant::now();
         let sem = Arc::new(tokio::sync::Semaphore::new(
-            self.config.max_concurrent_streams,
+            self.config.pacing.max_concurrent_streams,
         ));
         let mut tasks = Vec::new();
         for sel in selected {
@@ -266,15 +266,15 @@ impl Engine {
             def,
             self.sink.clone(),
             Normalizer {
-                money_unit: self.config.money_unit,
+                money_unit: self.config.sync.money_unit,
             },
             None,
-            self.config.on_invalid_record,
+            self.config.sync.on_invalid_record,
         );
         let _ = em.send(Event::StreamStarted(sel)).await;
         let result = match RecordValidator::new(def.name, &def.schema_value()) {
             Ok(v) => {
-                em.set_validator(self.config.validate_records.then_some(v));
+                em.set_validator(self.config.sync.validate_records.then_some(v));
                 self.stream_body(&mut em, sel.mode, raw_state).await
             }
             Err(e) => Err(SyncError::from(e)),
@@ -342,7 +342,7 @@ impl Engine {
                 ..Default::default()
             };
         }
-        let journal = self.config.journal_path.as_deref();
+        let journal = self.config.webhooks.journal_path.as_deref();
         match &def.kind {
             StreamKind::FullRefresh(endpoint) => full_refresh::read(self, em, endpoint).await,
             StreamKind::Incremental(w) => {
