@@ -20,6 +20,8 @@ pub use loop_webhooks::signature::Encoding as SignatureEncoding;
 /// A value that must never be printed (API token, webhook secrets): `Debug` shows `***`.
 pub use loop_webhooks::signature::Secret;
 
+use loop_webhooks::server::{path_problem, secret_problem};
+
 pub const DEFAULT_BASE_URL: &str = "https://api.loopsubscriptions.com/admin/2023-10";
 pub const DEFAULT_START_DATE: &str = "2015-01-01T00:00:00Z";
 pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/loop";
@@ -631,15 +633,20 @@ fn read_webhooks(r: &mut Reader) -> WebhookSettings {
         None => {}
         Some(Value::Array(items)) => {
             for (i, s) in items.iter().enumerate() {
-                match s.as_str() {
-                    Some(s) if !s.is_empty() => secrets.push(Secret::new(s)),
-                    _ => r.problem(format!(
-                        "`webhook_secrets[{i}]` must be a non-empty string (the secret Loop shows for the webhook)"
+                match s.as_str().map(Secret::new) {
+                    Some(s) => match secret_problem(&s) {
+                        None => secrets.push(s),
+                        Some(p) => r.problem(format!("`webhook_secrets[{i}]` {p}")),
+                    },
+                    None => r.problem(format!(
+                        "`webhook_secrets[{i}]` must be a string (the secret Loop shows for the webhook)"
                     )),
                 }
             }
         }
-        Some(Value::String(s)) if !s.is_empty() => secrets.push(Secret::new(s.clone())),
+        Some(Value::String(s)) if secret_problem(&Secret::new(s.as_str())).is_none() => {
+            secrets.push(Secret::new(s.clone()))
+        }
         Some(other) => r.problem(format!(
             "`webhook_secrets` must be a list of strings, got {}",
             kind(other)
@@ -649,8 +656,8 @@ fn read_webhooks(r: &mut Reader) -> WebhookSettings {
     let path = r
         .string("webhook_path", "; e.g. /webhooks/loop")
         .unwrap_or_else(|| DEFAULT_WEBHOOK_PATH.to_string());
-    if !path.starts_with('/') {
-        r.problem(format!("`webhook_path` {path:?} must start with '/'"));
+    if let Some(p) = path_problem(&path) {
+        r.problem(format!("`webhook_path`: {p}"));
     }
     let max_body_bytes = r.integer(&WEBHOOK_MAX_BODY_BYTES) as usize;
     WebhookSettings {

@@ -89,6 +89,10 @@ pub enum JournalError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("{} is not a webhook journal (its tables events/entity_versions are missing): point `journal_path` at the file `source-loop serve` writes", path.display())]
+    NotAJournal { path: PathBuf },
+    #[error("cannot open journal {}: SQLite keeps it in {mode} mode, but the journal needs WAL (is the file on a network filesystem?)", path.display())]
+    WalUnavailable { path: PathBuf, mode: String },
     #[error("journal database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("journal write failed: {0}")]
@@ -255,10 +259,7 @@ impl std::fmt::Debug for Journal {
 impl Journal {
     /// Opens (creating if needed) the journal and starts its writer thread.
     pub fn open(path: &Path, options: JournalOptions) -> Result<Journal, JournalError> {
-        let conn = open_writer(path).map_err(|source| JournalError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let conn = open_writer(path)?;
         let (events, last_received): (i64, Option<String>) = conn.query_row(
             "SELECT count(*), (SELECT received_at FROM events ORDER BY seq DESC LIMIT 1) FROM events",
             [],
@@ -335,17 +336,26 @@ impl Journal {
     }
 }
 
-fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+fn open_writer(path: &Path) -> Result<Connection, JournalError> {
+    let opened = |source| JournalError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(opened)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(opened)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(opened)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(rusqlite::Error::InvalidParameterName(format!(
-            "journal_mode is {mode}, WAL is required"
-        )));
+        return Err(JournalError::WalUnavailable {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
-    conn.execute_batch("PRAGMA synchronous = FULL;")?;
-    conn.execute_batch(SCHEMA)?;
+    conn.execute_batch("PRAGMA synchronous = FULL;")
+        .and_then(|()| conn.execute_batch(SCHEMA))
+        .map_err(opened)?;
     Ok(conn)
 }
 
@@ -538,34 +548,30 @@ impl std::fmt::Debug for JournalReader {
 
 impl JournalReader {
     pub fn open(path: &Path) -> Result<Self, JournalError> {
-        let open = || -> rusqlite::Result<Connection> {
+        let open = || -> rusqlite::Result<(Connection, i64)> {
             let conn = Connection::open_with_flags(
                 path,
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
             // Fails here, not on the first read, when the file is not a journal.
-            conn.query_row(
+            let tables = conn.query_row(
                 "SELECT count(*) FROM sqlite_master WHERE name IN ('events', 'entity_versions')",
                 [],
                 |row| row.get::<_, i64>(0),
-            )
-            .and_then(|n| {
-                if n == 2 {
-                    Ok(())
-                } else {
-                    Err(rusqlite::Error::InvalidParameterName(
-                        "not a webhook journal: tables events/entity_versions are missing".into(),
-                    ))
-                }
-            })?;
-            Ok(conn)
+            )?;
+            Ok((conn, tables))
         };
-        let conn = open().map_err(|source| JournalError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Ok(JournalReader { conn })
+        match open() {
+            Ok((conn, 2)) => Ok(JournalReader { conn }),
+            Ok(_) => Err(JournalError::NotAJournal {
+                path: path.to_path_buf(),
+            }),
+            Err(source) => Err(JournalError::Open {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
     }
 
     /// Up to `limit` events with seq greater than `seq`, in seq order.
@@ -698,6 +704,19 @@ fn limit_param(limit: usize) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sqlite_file_that_is_not_a_journal_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.sqlite");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        let err = JournalReader::open(&path).err().expect("not a journal");
+        assert!(matches!(err, JournalError::NotAJournal { .. }), "{err:?}");
+        assert!(err.to_string().contains("journal_path"), "{err}");
+    }
 
     fn event(id: &str, entity: &str, updated_at_ms: Option<i64>) -> NewEvent {
         NewEvent {

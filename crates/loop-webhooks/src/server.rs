@@ -142,21 +142,10 @@ impl ServerConfig {
         if self.secrets.is_empty() {
             problems.push("no webhook secret is configured: every delivery would be rejected; add the secret shown for the webhook in Loop".to_string());
         }
-        if self.secrets.iter().any(|s| s.expose().is_empty()) {
-            problems.push("a webhook secret is empty: remove it or set its value".to_string());
+        if let Some(p) = self.secrets.iter().find_map(secret_problem) {
+            problems.push(format!("a webhook secret {p}"));
         }
-        if !self.path.starts_with('/') {
-            problems.push(format!(
-                "webhook path {:?} must start with '/', e.g. {DEFAULT_PATH}",
-                self.path
-            ));
-        }
-        if ["/healthz", "/readyz", "/metrics"].contains(&self.path.as_str()) {
-            problems.push(format!(
-                "webhook path {:?} is used by the receiver itself: choose another, e.g. {DEFAULT_PATH}",
-                self.path
-            ));
-        }
+        problems.extend(path_problem(&self.path));
         if self.max_body_bytes == 0 {
             problems.push("max_body_bytes is 0: use a positive size, e.g. 1048576".to_string());
         }
@@ -166,6 +155,29 @@ impl ServerConfig {
             Err(ServeError::InvalidConfig { problems })
         }
     }
+}
+
+/// What is wrong with one webhook secret, if anything (the rule every caller applies).
+pub fn secret_problem(secret: &Secret) -> Option<&'static str> {
+    secret
+        .expose()
+        .is_empty()
+        .then_some("is empty: remove it or set its value")
+}
+
+/// What is wrong with the webhook endpoint's path, if anything.
+pub fn path_problem(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return Some(format!(
+            "webhook path {path:?} must start with '/', e.g. {DEFAULT_PATH}"
+        ));
+    }
+    if ["/healthz", "/readyz", "/metrics"].contains(&path) {
+        return Some(format!(
+            "webhook path {path:?} is used by the receiver itself: choose another, e.g. {DEFAULT_PATH}"
+        ));
+    }
+    None
 }
 
 struct AppState {
