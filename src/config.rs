@@ -89,6 +89,13 @@ pub const WINDOW_TARGET_PAGES: IntKey = IntKey {
     max: 1000,
     default: 50,
 };
+/// A STATE after at most this many records: a kill re-sends at most this many.
+pub const CHECKPOINT_INTERVAL_RECORDS: IntKey = IntKey {
+    key: "checkpoint_interval_records",
+    min: 1,
+    max: 1_000_000,
+    default: 500,
+};
 pub const CLOCK_SKEW_SECONDS: IntKey = IntKey {
     key: "clock_skew_seconds",
     min: 0,
@@ -257,6 +264,7 @@ pub struct SyncSettings {
     pub start_date: DateTime<Utc>,
     pub filter_bounds: FilterBounds,
     pub window_target_pages: u32,
+    pub checkpoint_interval_records: u64,
     pub clock_skew: Duration,
     pub on_invalid_record: OnInvalidRecord,
     /// Validate records against the stream schemas (benchmarks turn it off).
@@ -606,6 +614,7 @@ fn read_sync(r: &mut Reader) -> Option<SyncSettings> {
     let start_date = read_start_date(r);
     let filter_bounds = r.choice(&EPOCH_FILTER_BOUNDS);
     let window_target_pages = r.integer(&WINDOW_TARGET_PAGES) as u32;
+    let checkpoint_interval_records = r.integer(&CHECKPOINT_INTERVAL_RECORDS);
     let clock_skew = Duration::from_secs(r.integer(&CLOCK_SKEW_SECONDS));
     let on_invalid_record = r.choice(&ON_INVALID_RECORD);
     let validate_records = r.boolean("validate_records", true);
@@ -614,6 +623,7 @@ fn read_sync(r: &mut Reader) -> Option<SyncSettings> {
         start_date: start_date?,
         filter_bounds,
         window_target_pages,
+        checkpoint_interval_records,
         clock_skew,
         on_invalid_record,
         validate_records,
@@ -869,6 +879,10 @@ mod tests {
             (&props["request_timeout_seconds"], REQUEST_TIMEOUT_SECONDS),
             (&props["max_concurrent_streams"], MAX_CONCURRENT_STREAMS),
             (&props["window_target_pages"], WINDOW_TARGET_PAGES),
+            (
+                &props["checkpoint_interval_records"],
+                CHECKPOINT_INTERVAL_RECORDS,
+            ),
             (&props["clock_skew_seconds"], CLOCK_SKEW_SECONDS),
             (&props["webhook_max_body_bytes"], WEBHOOK_MAX_BODY_BYTES),
             (

@@ -4,7 +4,7 @@
 //! a writer never looks anything up: a stream's start carries its definition and mode,
 //! a checkpoint its typed state.
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::state::StreamState;
 use crate::streams::{Selected, StreamDef};
@@ -43,7 +43,8 @@ pub enum Event {
     StreamStarted(Selected),
     Record {
         stream: &'static str,
-        data: Value,
+        /// The record as JSON (validated, normalized, serialized once).
+        data: Box<RawValue>,
     },
     /// Everything this stream emitted before it is covered by `state`.
     Checkpoint {

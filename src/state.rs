@@ -70,6 +70,21 @@ pub fn id_key(v: &Value) -> Option<String> {
 }
 
 impl StreamState {
+    /// Record that version `at_ms` of `id` was emitted, in cursor order: the cursor moves
+    /// to it, and the boundary holds every version emitted in the cursor's second.
+    pub fn advance(&mut self, id: String, at_ms: i64) {
+        let sec = at_ms.div_euclid(1000);
+        match self.cursor.map(|c| c.timestamp_millis().div_euclid(1000)) {
+            Some(cur) if cur > sec => return,
+            Some(cur) if cur == sec => {}
+            _ => self.boundary.clear(),
+        }
+        if self.cursor.is_none_or(|c| c.timestamp_millis() < at_ms) {
+            self.cursor = DateTime::from_timestamp_millis(at_ms);
+        }
+        self.boundary.push(Emitted { id, at_ms });
+    }
+
     pub fn from_value(def: &StreamDef, v: &Value) -> Result<StreamState, StreamStateError> {
         let bad = |problem: StateProblem| StreamStateError {
             stream: def.name,

@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::event::{Event, FailureType, Level, StreamStatus};
@@ -67,12 +68,12 @@ struct RecordMessage<'a> {
 #[derive(serde::Serialize)]
 struct RecordBody<'a> {
     stream: &'a str,
-    data: &'a Value,
+    data: &'a RawValue,
     emitted_at: i64,
 }
 
 impl<'a> RecordMessage<'a> {
-    fn new(stream: &'a str, data: &'a Value) -> Self {
+    fn new(stream: &'a str, data: &'a RawValue) -> Self {
         RecordMessage {
             kind: "RECORD",
             record: RecordBody {

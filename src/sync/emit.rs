@@ -2,6 +2,7 @@
 //! status before the first record, record counts between checkpoints, and log lines. Every
 //! record and checkpoint of a stream goes through its [`Emitter`].
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::client::{RetryNotice, RetryObserver};
@@ -63,8 +64,18 @@ impl Emitter {
 
     /// Validate and emit one (already normalized) record.
     pub async fn emit(&mut self, record: Value) -> Result<(), SyncError> {
+        match self.prepare(&record).await? {
+            Some(data) => self.emit_prepared(data).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Validate one normalized record (per `on_invalid_record`) and serialize it for the
+    /// output: None when it is to be skipped. Windows keep records in this compact form
+    /// until their read is verified.
+    pub async fn prepare(&mut self, record: &Value) -> Result<Option<Box<RawValue>>, SyncError> {
         let violations = match &self.validator {
-            Some(v) => v.check(&record),
+            Some(v) => v.check(record),
             None => Vec::new(),
         };
         if let Some(v) = violations.first() {
@@ -92,7 +103,7 @@ impl Emitter {
                         ),
                     )
                     .await;
-                    return Ok(());
+                    return Ok(None);
                 }
                 OnInvalidRecord::Emit => {
                     self.log(
@@ -106,6 +117,13 @@ impl Emitter {
                 }
             }
         }
+        serde_json::value::to_raw_value(record)
+            .map(Some)
+            .map_err(SyncError::Serialize)
+    }
+
+    /// Emit a record [`Emitter::prepare`] accepted.
+    pub async fn emit_prepared(&mut self, data: Box<RawValue>) -> Result<(), SyncError> {
         if !self.running_sent {
             self.running_sent = true;
             self.send(Event::Status {
@@ -118,7 +136,7 @@ impl Emitter {
         self.since_checkpoint += 1;
         self.send(Event::Record {
             stream: self.def.name,
-            data: record,
+            data,
         })
         .await
     }

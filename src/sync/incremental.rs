@@ -1,33 +1,40 @@
 //! Incremental streams: whole-second windows read so that no record is lost while
-//! records move under the pages (the invariants are in the `sync` module doc).
+//! records move under the pages, with as few requests as the data allows.
+//!
+//! A window's records are held back until its read is verified (one page, or a check
+//! that found nothing moved), then emitted in cursor order with a checkpoint every
+//! `checkpoint_interval_records`: a kill re-sends at most that many records, however
+//! large the window. Window size is chosen by a [`Planner`] from the density seen so far;
+//! when that estimate is uncertain, one probe request (page `cap + 1`) tells whether the
+//! window is too large before it is read, so an oversized window costs two requests,
+//! not the pages read before noticing. The invariants are in the `sync` module doc.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 
 use crate::config::FilterBounds;
 use crate::event::Level;
 use crate::normalize::{format_instant, instant_ms};
-use crate::state::{id_key, Emitted, StreamState};
+use crate::state::{id_key, StreamState};
 use crate::streams::Windowed;
 
 use super::emit::Emitter;
 use super::pager::{fixed_params, EarliestPage, Pager};
 use super::{Engine, SyncError};
 
-/// The first window spans at most a day (the data's density is unknown yet).
-const FIRST_WINDOW_MAX_SECS: i64 = 86_400;
-/// A window may grow at most this much over the previous one (density changes).
-const WINDOW_GROWTH: i64 = 8;
-/// ... and shrink at most to a quarter of it.
-const WINDOW_SHRINK: i64 = 4;
-/// A window reading this many times its target pages is abandoned and split.
-const ABANDON_AT_TARGETS: u32 = 4;
+/// A window is read in at most this many times its target pages; beyond, it is split.
+const CAP_TARGETS: u32 = 2;
 /// A window re-read this many times because its records moved is split instead.
 const SPLIT_AFTER_READS: u32 = 3;
 /// A one-second window that keeps changing after this many reads fails the stream
 /// (transient: the last STATE is safe).
 const MAX_WINDOW_READS: u32 = 12;
+/// A one-second window whose query reaches the sync's start second is given up (left to
+/// the next sync) after this many reads that found it changing: changes made after the
+/// sync started land in that second, or in the padding second after it.
+const MAX_LIVE_SECOND_READS: u32 = 3;
 /// The check queries from this long before paging started (Loop's clock and filters
 /// have whole-second resolution).
 const CHECK_OVERLAP_SECS: i64 = 2;
@@ -37,21 +44,18 @@ const MAX_CHECK_PASSES: u32 = 6;
 const MAX_CHECK_PAGES: u32 = 20;
 /// A progress line every this many windows.
 const PROGRESS_EVERY_WINDOWS: u64 = 10;
+/// An oversized window's successor aims at this share of what the probe proved is there
+/// (records are rarely spread evenly: aim a little short rather than over the cap).
+const SHRINK_SAFETY: f64 = 0.8;
+/// A density estimate is trusted when the last window held at least this many pages,
+/// came within this factor of its estimate, and its two halves were within this factor
+/// of each other (density not changing fast).
+const TRUST_MIN_PAGES: f64 = 2.0;
+const TRUST_ESTIMATE_FACTOR: f64 = 1.5;
+const TRUST_GRADIENT_FACTOR: f64 = 2.0;
 
 /// Seen in the server's filtered set: version instant and the page it was on.
 type Seen = HashMap<String, (i64, u32)>;
-/// Emitted record versions: id → version instant (ms).
-type Versions = HashMap<String, i64>;
-
-enum WindowOutcome {
-    Done {
-        emitted: Versions,
-    },
-    /// Read it in smaller windows; `records_seen` (when known) sizes them.
-    Split {
-        records_seen: usize,
-    },
-}
 
 pub(super) async fn read(
     engine: &Engine,
@@ -67,14 +71,19 @@ pub(super) async fn read(
         Some(c) => c.timestamp().max(start_sec),
         None => start_sec,
     };
-    // versions emitted before (state boundary, or by an abandoned window)
-    let mut carry: Versions = st
+    // versions the previous sync emitted in the cursor's second: not emitted again
+    let already: HashSet<(String, i64)> = st
         .boundary
         .iter()
         .map(|e| (e.id.clone(), e.at_ms))
         .collect();
-    let target = i64::from(config.window_target_pages) * i64::from(engine.client.page_size());
-    let mut width: i64 = (upper - lo + 1).clamp(1, FIRST_WINDOW_MAX_SECS);
+    let page_size = engine.client.page_size();
+    let mut planner = Planner::new(config.window_target_pages, page_size);
+    let mut checkpoints = Checkpoints {
+        every: engine.config.sync.checkpoint_interval_records,
+        since_last: 0,
+        last: None,
+    };
     em.log(
         Level::Info,
         format!(
@@ -86,64 +95,62 @@ pub(super) async fn read(
         ),
     )
     .await;
-    let mut last_checkpoint: Option<StreamState> = None;
     while lo <= upper {
-        let hi = lo.saturating_add(width - 1).min(upper);
-        let mut window = Window::new(engine, w, lo, hi, &carry);
-        match window.read(em, &mut carry).await? {
-            WindowOutcome::Split { records_seen } => {
-                let span = hi - lo + 1;
-                // at least `records_seen` records in the span: size the next window for
-                // the target, at most half the span
-                width = if records_seen > 0 {
-                    (span.saturating_mul(target) / records_seen as i64).clamp(1, (span / 2).max(1))
-                } else {
-                    (span / 2).max(1)
-                };
+        let plan = planner.plan(lo, upper);
+        let mut window = Window::new(engine, w, lo, plan.hi);
+        let live_second = lo == plan.hi && plan.hi + window.padding() >= upper;
+        match window.read(em, &plan, live_second).await? {
+            WindowOutcome::Busy if live_second => {
                 em.log(
                     Level::Info,
                     format!(
-                        "{}: window {} too large or too busy, splitting",
+                        "{}: records around the sync's start ({}) keep changing; the next sync reads from there",
                         def.name,
-                        window_name(lo, hi)
+                        second_name(lo)
                     ),
                 )
                 .await;
-                continue;
+                break;
             }
-            WindowOutcome::Done { emitted } => {
+            WindowOutcome::Split { more_than_pages } => {
+                planner.too_big(lo, plan.hi, more_than_pages);
+                em.log(
+                    Level::Info,
+                    format!(
+                        "{}: window {} holds more than {} pages, reading it in smaller windows",
+                        def.name,
+                        window_name(lo, plan.hi),
+                        more_than_pages
+                    ),
+                )
+                .await;
+            }
+            WindowOutcome::Busy => {
+                planner.busy(lo, plan.hi);
+                em.log(
+                    Level::Info,
+                    format!(
+                        "{}: window {} kept changing while paged, splitting",
+                        def.name,
+                        window_name(lo, plan.hi)
+                    ),
+                )
+                .await;
+            }
+            WindowOutcome::Done { records, pages } => {
                 em.report.windows += 1;
-                if let Some(max_ms) = emitted.values().copied().max() {
-                    if st.cursor.is_none_or(|c| max_ms > c.timestamp_millis()) {
-                        let sec = max_ms.div_euclid(1000);
-                        st.cursor = DateTime::from_timestamp_millis(max_ms);
-                        st.boundary = emitted
-                            .iter()
-                            .filter(|(_, ms)| ms.div_euclid(1000) == sec)
-                            .map(|(id, ms)| Emitted {
-                                id: id.clone(),
-                                at_ms: *ms,
-                            })
-                            .collect();
+                let times: Vec<i64> = records.iter().map(|r| r.at_ms).collect();
+                planner.done(lo, plan.hi, &times, pages, plan.estimated_pages);
+                for r in records {
+                    if already.contains(&(r.id.clone(), r.at_ms)) {
+                        continue;
                     }
+                    em.emit_prepared(r.data).await?;
+                    st.advance(r.id, r.at_ms);
+                    checkpoints.after_record(em, &st).await?;
                 }
-                carry.retain(|_, ms| ms.div_euclid(1000) > hi);
-                if last_checkpoint.as_ref() != Some(&st) {
-                    em.checkpoint(&st).await?;
-                    last_checkpoint = Some(st.clone());
-                }
-                let n = emitted.len() as i64;
-                let span = hi - lo + 1;
-                width = if n == 0 {
-                    span.saturating_mul(WINDOW_GROWTH)
-                } else {
-                    (span.saturating_mul(target) / n).clamp(
-                        (span / WINDOW_SHRINK).max(1),
-                        span.saturating_mul(WINDOW_GROWTH),
-                    )
-                }
-                .max(1);
-                lo = hi + 1;
+                checkpoints.at_window_end(em, &st).await?;
+                lo = plan.hi + 1;
                 if em.report.windows.is_multiple_of(PROGRESS_EVERY_WINDOWS) {
                     em.log(
                         Level::Info,
@@ -152,7 +159,7 @@ pub(super) async fn read(
                             def.name,
                             em.report.windows,
                             em.report.records,
-                            second_name(hi)
+                            second_name(plan.hi)
                         ),
                     )
                     .await;
@@ -160,42 +167,214 @@ pub(super) async fn read(
             }
         }
     }
-    if last_checkpoint.as_ref() != Some(&st) {
-        em.checkpoint(&st).await?;
-    }
+    checkpoints.at_end(em, &st).await?;
     Ok(st)
 }
 
+/// When the stream's state is written: every `every` records, after each window that
+/// emitted something, and once at the end.
+struct Checkpoints {
+    every: u64,
+    since_last: u64,
+    last: Option<StreamState>,
+}
+
+impl Checkpoints {
+    async fn write(&mut self, em: &mut Emitter, st: &StreamState) -> Result<(), SyncError> {
+        self.since_last = 0;
+        if self.last.as_ref() != Some(st) {
+            em.checkpoint(st).await?;
+            self.last = Some(st.clone());
+        }
+        Ok(())
+    }
+
+    async fn after_record(&mut self, em: &mut Emitter, st: &StreamState) -> Result<(), SyncError> {
+        self.since_last += 1;
+        if self.since_last >= self.every {
+            self.write(em, st).await?;
+        }
+        Ok(())
+    }
+
+    async fn at_window_end(&mut self, em: &mut Emitter, st: &StreamState) -> Result<(), SyncError> {
+        if self.since_last > 0 {
+            self.write(em, st).await?;
+        }
+        Ok(())
+    }
+
+    /// The last checkpoint, also for a sync that emitted nothing.
+    async fn at_end(&mut self, em: &mut Emitter, st: &StreamState) -> Result<(), SyncError> {
+        if self.last.as_ref() != Some(st) {
+            em.checkpoint(st).await?;
+            self.last = Some(st.clone());
+        }
+        Ok(())
+    }
+}
+
+/// How the next window is read.
+#[derive(Debug, Clone, Copy)]
+struct WindowPlan {
+    hi: i64,
+    /// Pages beyond which the window is split instead of read.
+    cap: u32,
+    /// Ask for page `cap + 1` after page 1: the size is not known well enough.
+    probe: bool,
+    estimated_pages: Option<f64>,
+}
+
+/// Sizes windows from the records' density: aims each window at the target pages,
+/// without assuming the density is uniform.
+#[derive(Debug)]
+struct Planner {
+    target_pages: f64,
+    page_size: f64,
+    cap: u32,
+    /// Records per second expected just after the frontier.
+    density: Option<f64>,
+    /// Whether `density` is trusted (else the next window is probed).
+    trusted: bool,
+    /// A range ahead known to hold more than this many records: (end second, records).
+    known_ahead: Option<(i64, f64)>,
+}
+
+impl Planner {
+    fn new(target_pages: u32, page_size: u32) -> Self {
+        let target = target_pages.max(1);
+        Planner {
+            target_pages: f64::from(target),
+            page_size: f64::from(page_size.max(1)),
+            cap: target.saturating_mul(CAP_TARGETS),
+            density: None,
+            trusted: false,
+            known_ahead: None,
+        }
+    }
+
+    fn plan(&self, lo: i64, upper: i64) -> WindowPlan {
+        let target = self.target_pages * self.page_size;
+        let ahead = self
+            .known_ahead
+            .filter(|(end, _)| *end >= lo)
+            .map(|(end, n)| n / (end - lo + 1) as f64);
+        let density = match (self.density, ahead) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+        .filter(|d| *d > 0.0);
+        let remaining = upper - lo + 1;
+        let width = match density {
+            Some(d) => ((target / d).floor() as i64).clamp(1, remaining),
+            None => remaining,
+        };
+        let hi = lo + width - 1;
+        let estimated_pages = density.map(|d| d * width as f64 / self.page_size);
+        WindowPlan {
+            hi,
+            cap: self.cap,
+            probe: !self.trusted || estimated_pages.is_none(),
+            estimated_pages,
+        }
+    }
+
+    /// `[lo, hi]` holds more than `pages` pages.
+    fn too_big(&mut self, lo: i64, hi: i64, pages: u32) {
+        let records = f64::from(pages) * self.page_size;
+        // aim the next window at the target, assuming the proven records evenly spread
+        let span = (hi - lo + 1) as f64;
+        self.density = Some(records / span / SHRINK_SAFETY);
+        self.known_ahead = Some((hi, records));
+        self.trusted = false;
+    }
+
+    /// `[lo, hi]` kept changing while paged: read it in halves.
+    fn busy(&mut self, lo: i64, hi: i64) {
+        let span = (hi - lo + 1) as f64;
+        let target = self.target_pages * self.page_size;
+        self.density = Some(2.0 * target / span);
+        self.trusted = false;
+    }
+
+    /// `[lo, hi]` was read: `times` are its records' instants (ms), in any order.
+    fn done(&mut self, lo: i64, hi: i64, times: &[i64], pages: u32, estimated: Option<f64>) {
+        let span = (hi - lo + 1) as f64;
+        let n = times.len() as f64;
+        if let Some((end, ahead)) = self.known_ahead {
+            let left = ahead - n;
+            self.known_ahead = (end > hi && left > 0.0).then_some((end, left));
+        }
+        if times.is_empty() {
+            // nothing here: the density ahead is unknown (what is known ahead still holds)
+            self.density = None;
+            self.trusted = false;
+            return;
+        }
+        let average = n / span;
+        // the later half predicts the next window better when the density changes
+        let mid_ms = (lo * 1000 + hi * 1000 + 999) / 2;
+        let later = times.iter().filter(|t| **t > mid_ms).count() as f64;
+        let earlier = n - later;
+        let half = span / 2.0;
+        let later_density = later / half;
+        let enough = f64::from(pages) >= TRUST_MIN_PAGES && span >= 2.0;
+        self.density = Some(if enough && later > 0.0 {
+            later_density
+        } else {
+            average
+        });
+        let gradient_ok = earlier > 0.0
+            && later > 0.0
+            && (later / earlier) <= TRUST_GRADIENT_FACTOR
+            && (earlier / later) <= TRUST_GRADIENT_FACTOR;
+        let estimate_ok = estimated.is_some_and(|e| {
+            let actual = f64::from(pages.max(1));
+            actual <= e.max(1.0) * TRUST_ESTIMATE_FACTOR && e <= actual * TRUST_ESTIMATE_FACTOR
+        });
+        self.trusted = enough && gradient_ok && (estimate_ok || self.trusted);
+    }
+}
+
+/// One record of a verified window, ready to emit.
+struct Held {
+    id: String,
+    at_ms: i64,
+    data: Box<RawValue>,
+}
+
+enum WindowOutcome {
+    /// Verified: its records in cursor order, and the pages its records filled.
+    Done { records: Vec<Held>, pages: u32 },
+    /// Holds more than `more_than_pages`: read it in smaller windows.
+    Split { more_than_pages: u32 },
+    /// Kept changing while paged: read it in smaller windows.
+    Busy,
+}
+
 /// One window `[lo, hi]` being read: what the server's filtered set showed (and on which
-/// page), and what was emitted.
+/// page), and the newest version of each record in the window, held until verified.
 struct Window<'a> {
     engine: &'a Engine,
     w: &'a Windowed,
     lo: i64,
     hi: i64,
     seen: Seen,
-    emitted: Versions,
+    held: HashMap<String, (i64, Option<Box<RawValue>>)>,
     /// Loop's clock when the window's paging started.
     paging_start: Option<DateTime<Utc>>,
-    pages_read: u32,
 }
 
 impl<'a> Window<'a> {
-    fn new(engine: &'a Engine, w: &'a Windowed, lo: i64, hi: i64, carry: &Versions) -> Self {
+    fn new(engine: &'a Engine, w: &'a Windowed, lo: i64, hi: i64) -> Self {
         Window {
             engine,
             w,
             lo,
             hi,
             seen: Seen::new(),
-            // versions emitted before inside this window are not emitted again
-            emitted: carry
-                .iter()
-                .filter(|(_, ms)| (lo..=hi).contains(&ms.div_euclid(1000)))
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
+            held: HashMap::new(),
             paging_start: None,
-            pages_read: 0,
         }
     }
 
@@ -203,34 +382,56 @@ impl<'a> Window<'a> {
         (self.lo..=self.hi).contains(&sec)
     }
 
-    /// The window's query: widened by a second on each side when the filters'
-    /// inclusivity is unknown (records are filtered by instant here).
+    /// Seconds the query reaches beyond the window on each side: one when the filters'
+    /// inclusivity is unknown (records are then filtered by instant here).
+    fn padding(&self) -> i64 {
+        match self.engine.config.sync.filter_bounds {
+            FilterBounds::Unknown => 1,
+            FilterBounds::Inclusive => 0,
+        }
+    }
+
+    /// The window's query.
     fn params(&self) -> Vec<(&'static str, String)> {
-        let (qs, qe) = match self.engine.config.sync.filter_bounds {
-            FilterBounds::Unknown => (self.lo - 1, self.hi + 1),
-            FilterBounds::Inclusive => (self.lo, self.hi),
-        };
+        let (qs, qe) = (self.lo - self.padding(), self.hi + self.padding());
         let mut p = fixed_params(&self.w.endpoint);
         p.push((self.w.start_param, qs.to_string()));
         p.push((self.w.end_param, qe.to_string()));
         p
     }
 
+    /// Keep a record's newest version if it belongs to the window.
+    async fn hold(
+        &mut self,
+        em: &mut Emitter,
+        id: String,
+        t: i64,
+        rec: &serde_json::Value,
+    ) -> Result<(), SyncError> {
+        if !self.contains_sec(t.div_euclid(1000)) {
+            return Ok(());
+        }
+        if self.held.get(&id).is_some_and(|(held_t, _)| *held_t >= t) {
+            return Ok(());
+        }
+        let data = em.prepare(rec).await?;
+        self.held.insert(id, (t, data));
+        Ok(())
+    }
+
     async fn read(
         &mut self,
         em: &mut Emitter,
-        carry: &mut Versions,
+        plan: &WindowPlan,
+        live_second: bool,
     ) -> Result<WindowOutcome, SyncError> {
         let engine = self.engine;
         let retry_log = em.retry_log();
-        let max_pages = engine
-            .config
-            .sync
-            .window_target_pages
-            .saturating_mul(ABANDON_AT_TARGETS)
-            .max(ABANDON_AT_TARGETS);
-        let mut pager = Pager::new(&engine.client, &self.w.endpoint, self.params());
+        let params = self.params();
+        let mut pager = Pager::new(&engine.client, &self.w.endpoint, params.clone());
+        let splittable = self.hi > self.lo;
         let mut from_page: u32 = 1;
+        let mut last_page: u32 = 0;
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
@@ -239,18 +440,9 @@ impl<'a> Window<'a> {
             // we paged (e.g. updated into the padding second): records after its old
             // place shifted, so the window must be re-read from there
             let mut moved_from = EarliestPage::default();
-            loop {
-                if pager.upcoming().is_some() && self.pages_read >= max_pages && self.hi > self.lo {
-                    carry.extend(std::mem::take(&mut self.emitted));
-                    return Ok(WindowOutcome::Split {
-                        records_seen: self.seen.len(),
-                    });
-                }
-                let Some((page_no, page)) = pager.next_page(&retry_log).await? else {
-                    break;
-                };
-                self.pages_read += 1;
+            while let Some((page_no, page)) = pager.next_page(&retry_log).await? {
                 pass_pages += 1;
+                last_page = last_page.max(page_no);
                 if self.paging_start.is_none() {
                     self.paging_start = Some(page.server_date.unwrap_or_else(|| {
                         Utc::now()
@@ -258,6 +450,7 @@ impl<'a> Window<'a> {
                                 .unwrap_or_default()
                     }));
                 }
+                let has_next = page.has_next;
                 for mut rec in page.records {
                     em.normalizer.normalize(&mut rec);
                     let id = rec.get(em.def.primary_key).and_then(id_key);
@@ -272,29 +465,44 @@ impl<'a> Window<'a> {
                             moved_from.note(old_page);
                         }
                     }
-                    if !self.contains_sec(t.div_euclid(1000)) || self.emitted.get(&id) == Some(&t) {
-                        continue;
+                    self.hold(em, id, t, &rec).await?;
+                }
+                if !has_next || !splittable || attempt > 1 {
+                    continue;
+                }
+                if page_no >= plan.cap {
+                    return Ok(WindowOutcome::Split {
+                        more_than_pages: plan.cap,
+                    });
+                }
+                if page_no == 1 && plan.probe {
+                    // Is there a page beyond the cap? Its records are not kept: only pages
+                    // read in order count (a record moving under an out-of-order read
+                    // could shift another past us).
+                    let probe = engine
+                        .client
+                        .get_page(self.w.endpoint.path, &params, plan.cap + 1, &retry_log)
+                        .await?;
+                    if !probe.records.is_empty() {
+                        return Ok(WindowOutcome::Split {
+                            more_than_pages: plan.cap,
+                        });
                     }
-                    em.emit(rec).await?;
-                    self.emitted.insert(id, t);
                 }
             }
             if from_page == 1 && pass_pages == 1 {
-                return Ok(WindowOutcome::Done {
-                    emitted: std::mem::take(&mut self.emitted),
-                });
+                return Ok(self.done(last_page));
             }
             let mut changed_from = self.check(em).await?;
             changed_from.merge(moved_from);
             let Some(k) = changed_from.get() else {
-                return Ok(WindowOutcome::Done {
-                    emitted: std::mem::take(&mut self.emitted),
-                });
+                return Ok(self.done(last_page));
             };
             em.report.rereads += 1;
-            if self.hi > self.lo && attempt >= SPLIT_AFTER_READS {
-                carry.extend(std::mem::take(&mut self.emitted));
-                return Ok(WindowOutcome::Split { records_seen: 0 });
+            if (splittable && attempt >= SPLIT_AFTER_READS)
+                || (live_second && attempt >= MAX_LIVE_SECOND_READS)
+            {
+                return Ok(WindowOutcome::Busy);
             }
             if attempt >= MAX_WINDOW_READS {
                 return Err(SyncError::Unstable {
@@ -317,8 +525,18 @@ impl<'a> Window<'a> {
         }
     }
 
+    /// The verified window's records in cursor order.
+    fn done(&mut self, pages: u32) -> WindowOutcome {
+        let mut records: Vec<Held> = std::mem::take(&mut self.held)
+            .into_iter()
+            .filter_map(|(id, (at_ms, data))| data.map(|data| Held { id, at_ms, data }))
+            .collect();
+        records.sort_by(|a, b| (a.at_ms, &a.id).cmp(&(b.at_ms, &b.id)));
+        WindowOutcome::Done { records, pages }
+    }
+
     /// Everything updated since paging started. Returns the first page to re-read if a
-    /// record already seen in the window changed; emits records that joined the window.
+    /// record already seen in the window changed; holds records that joined the window.
     async fn check(&mut self, em: &mut Emitter) -> Result<EarliestPage, SyncError> {
         let engine = self.engine;
         let retry_log = em.retry_log();
@@ -368,10 +586,7 @@ impl<'a> Window<'a> {
                             changed_from.note(*p);
                         }
                     }
-                    if self.contains_sec(t.div_euclid(1000)) && self.emitted.get(&id) != Some(&t) {
-                        em.emit(rec).await?;
-                        self.emitted.insert(id, t);
-                    }
+                    self.hold(em, id, t, &rec).await?;
                 }
             }
             match rescan_from.get() {
@@ -394,4 +609,55 @@ fn second_name(sec: i64) -> String {
 
 fn window_name(lo: i64, hi: i64) -> String {
     format!("[{} .. {}]", second_name(lo), second_name(hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_density_reads_the_whole_range_with_a_probe() {
+        let p = Planner::new(50, 50);
+        let plan = p.plan(0, 999);
+        assert_eq!(plan.hi, 999);
+        assert!(plan.probe);
+    }
+
+    #[test]
+    fn a_window_proven_too_big_is_followed_by_a_smaller_probed_one() {
+        let mut p = Planner::new(50, 50);
+        p.too_big(0, 999, 100);
+        let plan = p.plan(0, 999);
+        // 5000 records in 1000 s, aimed at 2500 records with a safety margin
+        assert!(plan.hi < 500 && plan.hi > 300, "{plan:?}");
+        assert!(plan.probe);
+    }
+
+    #[test]
+    fn steady_density_is_trusted_and_not_probed() {
+        let mut p = Planner::new(10, 50);
+        // 500 records evenly over [0, 999], as estimated
+        let times: Vec<i64> = (0..500).map(|i| i * 2000).collect();
+        p.done(0, 999, &times, 10, Some(10.0));
+        let plan = p.plan(1000, 100_000);
+        assert_eq!(plan.hi, 1999);
+        assert!(!plan.probe, "{p:?}");
+    }
+
+    #[test]
+    fn a_steep_density_change_is_probed() {
+        let mut p = Planner::new(10, 50);
+        // 500 records, 450 of them in the window's later half
+        let times: Vec<i64> = (0..500)
+            .map(|i| {
+                if i < 50 {
+                    i * 10_000
+                } else {
+                    500_000 + i * 900
+                }
+            })
+            .collect();
+        p.done(0, 999, &times, 10, Some(10.0));
+        assert!(p.plan(1000, 100_000).probe, "{p:?}");
+    }
 }

@@ -83,6 +83,8 @@ pub enum SyncError {
         #[source]
         source: loop_webhooks::journal::JournalError,
     },
+    #[error("cannot serialize a record: {0}")]
+    Serialize(#[source] serde_json::Error),
     #[error("the output was closed")]
     OutputClosed,
 }
@@ -95,9 +97,10 @@ impl SyncError {
                 FailureType::Config
             }
             SyncError::Unstable { .. } => FailureType::Transient,
-            SyncError::Schema(_) | SyncError::Journal { .. } | SyncError::OutputClosed => {
-                FailureType::System
-            }
+            SyncError::Schema(_)
+            | SyncError::Journal { .. }
+            | SyncError::Serialize(_)
+            | SyncError::OutputClosed => FailureType::System,
         }
     }
 
@@ -198,8 +201,9 @@ pub struct Engine {
     config: Arc<Config>,
     client: Arc<LoopClient>,
     sink: Sink,
-    /// The sync's upper bound: the last whole second before it started (records after it
-    /// belong to the next sync; the live second is never read, it still changes).
+    /// The sync's upper bound: the second it started in (a change made before the sync
+    /// started belongs to it; the boundary set makes re-reading this second next time
+    /// safe, and anything later belongs to the next sync).
     upper_sec: i64,
 }
 
@@ -209,7 +213,7 @@ impl Engine {
             config,
             client,
             sink,
-            upper_sec: Utc::now().timestamp() - 1,
+            upper_sec: Utc::now().timestamp(),
         }
     }
 
