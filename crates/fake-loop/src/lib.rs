@@ -7,6 +7,7 @@
 //! be injected through the Rust API or the `/_control/*` HTTP endpoints.
 
 mod data;
+mod limiter;
 mod server;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use data::{Data, Stream};
+pub use limiter::LimiterKind;
 pub use server::FakeServer;
 
 /// Order in which list endpoints return records. Ties are broken by id.
@@ -40,15 +42,25 @@ pub enum FilterBounds {
     Exclusive,
 }
 
-/// Whether a 429 carries a `Retry-After` header.
+/// Whether and how a rate limiter's 429 carries a `Retry-After` header. The wait is
+/// the real time until the limiter would accept a request. (An injected
+/// [`FaultKind::RateLimited`] sends exactly the value it was given.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum RetryAfter {
+    /// Every 429 carries the exact wait in seconds, fractions allowed, rounded up to
+    /// the millisecond: "0.15", "1", "2.5". (Before `RoundedUp` existed this sent whole
+    /// seconds.)
     Always,
+    /// No 429 carries it.
     Never,
-    /// Every other 429 (the 1st, 3rd, ...) carries it.
+    /// Every other 429 (the 1st, 3rd, ... counted over all endpoints) carries the wait
+    /// rounded up to whole seconds, at least "1".
     #[default]
     Sometimes,
+    /// Every 429 carries the wait rounded up to whole seconds, at least "1" (0.1 s →
+    /// "1"), as servers that only speak integer `Retry-After` do.
+    RoundedUp,
 }
 
 /// How many records of each stream to generate.
@@ -86,6 +98,8 @@ pub struct FakeConfig {
     /// Per-endpoint limits as Loop: subscription 2 req/3 s, order 2/3 s, activityLog
     /// 2/3 s, customer 1/s, product 6/s (subscription detail 5/s).
     pub rate_limits: bool,
+    /// How those limits are counted (only with `rate_limits`).
+    pub limiter: LimiterKind,
     /// Multiplies every limit interval (0.01 = 100x faster).
     pub rate_scale: f64,
     pub retry_after: RetryAfter,
@@ -108,6 +122,7 @@ impl Default for FakeConfig {
             page_order: PageOrder::Id,
             filter_bounds: FilterBounds::Inclusive,
             rate_limits: false,
+            limiter: LimiterKind::Gcra,
             rate_scale: 1.0,
             retry_after: RetryAfter::Sometimes,
             hot_second_records: 70,
@@ -183,6 +198,9 @@ pub struct Stats {
     pub pages_served: u64,
     /// 429 answers (rate limiter and injected `RateLimited` faults).
     pub rate_limited: u64,
+    /// The same 429 answers per API path (the keys of `requests`).
+    #[serde(default)]
+    pub rate_limited_by_path: BTreeMap<String, u64>,
     pub faults_served: u64,
     pub unauthorized: u64,
 }
@@ -220,13 +238,14 @@ pub(crate) struct Control {
     scheduled: Vec<Scheduled>,
     recurring: Vec<Recurring>,
     stats: Stats,
-    /// GCRA theoretical arrival time per endpoint.
-    limiters: BTreeMap<String, std::time::Instant>,
+    limiters: limiter::Limiters,
+    /// 429s from the limiter so far, for `RetryAfter::Sometimes`.
     limited_count: u64,
 }
 
 pub(crate) struct Shared {
     cfg: FakeConfig,
+    clock: limiter::EpochClock,
     data: RwLock<Data>,
     ctl: Mutex<Control>,
 }
@@ -241,10 +260,11 @@ impl Shared {
                 scheduled: Vec::new(),
                 recurring: Vec::new(),
                 stats: Stats::default(),
-                limiters: BTreeMap::new(),
+                limiters: limiter::Limiters::new(cfg.limiter),
                 limited_count: 0,
             }),
             data: RwLock::new(data),
+            clock: limiter::EpochClock::start(),
             cfg,
         }
     }

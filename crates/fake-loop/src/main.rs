@@ -6,7 +6,7 @@
 use std::io::Write;
 
 use clap::Parser;
-use fake_loop::{Counts, FakeConfig, FakeServer, FilterBounds, PageOrder, RetryAfter};
+use fake_loop::{Counts, FakeConfig, FakeServer, FilterBounds, LimiterKind, PageOrder, RetryAfter};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,12 +36,20 @@ struct Args {
     page_order: PageOrder,
     #[arg(long, value_enum, default_value_t = FilterBounds::Inclusive)]
     filter_bounds: FilterBounds,
-    /// Enforce Loop's per-endpoint rate limits.
+    /// Enforce Loop's per-endpoint rate limits (subscription, order, activityLog 2 per
+    /// 3 s; customer 1/s; product 6/s; subscription detail 5/s).
     #[arg(long)]
     rate_limits: bool,
+    /// How a limit of n per W seconds is counted: gcra (token bucket, bursts of n),
+    /// sliding-window (refused when (t-W, t] already holds n accepted requests),
+    /// fixed-window (n per calendar window of W seconds).
+    #[arg(long, value_enum, default_value_t = LimiterKind::Gcra)]
+    limiter: LimiterKind,
     /// Multiply every rate-limit interval by this factor (0.01 = 100x faster).
     #[arg(long, default_value_t = 1.0)]
     rate_scale: f64,
+    /// Retry-After on a limiter's 429: always (exact seconds, e.g. 0.15), never,
+    /// sometimes (every other 429, whole seconds), rounded-up (always, whole seconds).
     #[arg(long, value_enum, default_value_t = RetryAfter::Sometimes)]
     retry_after: RetryAfter,
     /// Subscriptions and orders sharing one updatedAt second.
@@ -74,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         page_order: a.page_order,
         filter_bounds: a.filter_bounds,
         rate_limits: a.rate_limits,
+        limiter: a.limiter,
         rate_scale: a.rate_scale,
         retry_after: a.retry_after,
         hot_second_records: a.hot_second_records,
