@@ -655,6 +655,7 @@ fn answer(shared: &Shared, endpoint: &str, query: Option<&str>) -> Result<Bytes,
     }
     let data = shared.data_read();
     let (recs, has_next) = data.table(stream).page(shared.cfg.page_order, &q);
+    let recs: Vec<_> = recs.into_iter().map(|r| data.text(r)).collect();
     let mut body = String::with_capacity(recs.iter().map(|r| r.len() + 1).sum::<usize>() + 200);
     body.push_str(r#"{"success":true,"message":""#);
     body.push_str(stream.message());
@@ -679,13 +680,9 @@ fn detail(shared: &Shared, id: &str) -> Result<Bytes, ApiError> {
     let t = data.table(Stream::Subscriptions);
     let key = if let Some(s) = id.strip_prefix("shopify-") {
         let sid: i64 = s.parse().map_err(|_| not_found())?;
-        let prefix = format!("\"shopifyId\":{sid},");
-        let r = t
-            .recs
-            .iter()
-            .find(|r| r.json.contains(&prefix))
-            .ok_or_else(not_found)?;
-        r.key
+        data.subscription_by_shopify_id(sid)
+            .ok_or_else(not_found)?
+            .key
     } else {
         id.strip_prefix("loop-")
             .unwrap_or(id)
@@ -698,7 +695,7 @@ fn detail(shared: &Shared, id: &str) -> Result<Bytes, ApiError> {
         .map_err(|_| not_found())?;
     let body = format!(
         r#"{{"success":true,"message":"Subscription fetched successfully","data":{},"code":"SUCCESS"}}"#,
-        t.recs[idx].json
+        data.text(&t.recs[idx])
     );
     Ok(Bytes::from(body))
 }
