@@ -267,8 +267,9 @@ async fn rate_limit_answers_429() {
     assert_eq!(get(&url).await.status(), 200);
 }
 
-/// The `Retry-After` of the second of two immediate requests to `path`.
-async fn second_retry_after(srv: &FakeServer, path: &str, first_n: usize) -> Option<String> {
+/// The `Retry-After` of the 429 that follows `first_n` accepted immediate requests to
+/// `path`.
+async fn retry_after_after(srv: &FakeServer, path: &str, first_n: usize) -> Option<String> {
     let url = format!("{}{path}", srv.base_url);
     for _ in 0..first_n {
         assert_eq!(get(&url).await.status(), 200);
@@ -287,22 +288,26 @@ async fn always_sends_the_exact_wait_and_rounded_up_sends_whole_seconds() {
         retry_after,
         ..cfg()
     };
-    // /customer allows 1 per second: the immediate second request waits just under 1 s.
+    // /product allows 6 per second (GCRA: a burst of 6, then one per 1/6 s): the 7th
+    // immediate request waits just under 0.167 s.
     let srv = FakeServer::start(limited(RetryAfter::Always))
         .await
         .unwrap();
-    let exact = second_retry_after(&srv, "/customer", 1).await.unwrap();
+    let exact = retry_after_after(&srv, "/product", 6).await.unwrap();
     let secs: f64 = exact.parse().unwrap();
-    assert!(exact.contains('.') && secs > 0.5 && secs < 1.0, "{exact}");
+    assert!(
+        exact.starts_with("0.") && secs > 0.1 && secs <= 0.167,
+        "{exact}"
+    );
     let srv = FakeServer::start(limited(RetryAfter::RoundedUp))
         .await
         .unwrap();
     assert_eq!(
-        second_retry_after(&srv, "/customer", 1).await.as_deref(),
+        retry_after_after(&srv, "/customer", 1).await.as_deref(),
         Some("1")
     );
     assert_eq!(
-        second_retry_after(&srv, "/customer", 0).await.as_deref(),
+        retry_after_after(&srv, "/customer", 0).await.as_deref(),
         Some("1"),
         "every 429 carries it"
     );
@@ -320,7 +325,7 @@ async fn the_limiter_kind_decides_the_wait_a_429_reports() {
         })
         .await
         .unwrap();
-        let w = second_retry_after(&srv, "/subscription", 2).await.unwrap();
+        let w = retry_after_after(&srv, "/subscription", 2).await.unwrap();
         w.parse::<f64>().unwrap()
     };
     // A token bucket refills one request after 1.5 s.
