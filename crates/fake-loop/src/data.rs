@@ -13,6 +13,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
+use crate::distribution::Shape;
 use crate::{FakeConfig, FilterBounds, Mutation, PageOrder};
 
 pub(crate) const HOUR_MS: i64 = 3_600_000;
@@ -1267,15 +1268,19 @@ impl Data {
         }
 
         // Subscription timestamps.
-        let times = gen_times(
-            &mut d.rng,
-            c.subscriptions,
-            start,
-            end,
-            hot_sec,
-            cfg.hot_second_records,
-            None,
-        );
+        let shape = cfg.distribution.shape();
+        let times = match shape {
+            None => gen_times(
+                &mut d.rng,
+                c.subscriptions,
+                start,
+                end,
+                hot_sec,
+                cfg.hot_second_records,
+                None,
+            ),
+            Some(shape) => shaped_times(&mut d.rng, shape, c.subscriptions, start, end, None),
+        };
         for (i, &(cr, _, _)) in times.iter().enumerate() {
             let s = d.new_sub_info(1000 + i as i64, cr);
             d.subs.push(s);
@@ -1296,10 +1301,9 @@ impl Data {
 
         // Orders.
         let sub_created: Vec<i64> = times.iter().map(|t| t.0).collect();
-        let otimes = if d.subs.is_empty() {
-            Vec::new()
-        } else {
-            gen_times(
+        let otimes = match shape {
+            _ if d.subs.is_empty() => Vec::new(),
+            None => gen_times(
                 &mut d.rng,
                 c.orders,
                 start,
@@ -1307,7 +1311,10 @@ impl Data {
                 hot_sec,
                 cfg.hot_second_records,
                 Some(&sub_created),
-            )
+            ),
+            Some(shape) => {
+                shaped_times(&mut d.rng, shape, c.orders, start, end, Some(&sub_created))
+            }
         };
         let mut completed = vec![0i64; d.subs.len()];
         let mut last_pay: Vec<Option<&'static str>> = vec![None; d.subs.len()];
@@ -1421,7 +1428,28 @@ impl Data {
         }
 
         // Activity logs.
-        if !d.subs.is_empty() {
+        if let (Some(shape), false) = (shape, d.subs.is_empty()) {
+            // A subscription_created event belongs at its subscription's createdAt, not
+            // at a drawn instant, so drawn logs are the other events.
+            let floor = sub_created[sub_created.len() / 10];
+            let mut logs = Vec::with_capacity(c.activity_logs);
+            for t in shape.draw(&mut d.rng, c.activity_logs, start, end, floor) {
+                let (t, si) = with_parent(&mut d.rng, t, &sub_created);
+                logs.push((t, si, weighted(&mut d.rng, &LOG_KEYS[1..])));
+            }
+            logs.sort_by_key(|l| l.0);
+            for (i, (t, si, key)) in logs.into_iter().enumerate() {
+                let id = 20_000 + i as i64;
+                let (v, t) = d.log_json(id, si, key, t);
+                d.tables[Stream::ActivityLogs as usize].push(Rec {
+                    key: id,
+                    created: t,
+                    updated: t,
+                    tag: "",
+                    body: Body::text(&v),
+                });
+            }
+        } else if !d.subs.is_empty() {
             let mut logs: Vec<(i64, usize, &'static str)> = Vec::with_capacity(c.activity_logs);
             for _ in 0..c.activity_logs {
                 let si = d.rng.random_range(0..d.subs.len());
@@ -1861,4 +1889,54 @@ fn gen_times(
     }
     v.sort_by_key(|x| x.0);
     v
+}
+
+/// (created, updated, parent index) triples sorted by created, updatedAt drawn from
+/// `shape`. With `parents` (the created instants of the parent subscriptions, sorted),
+/// each record gets a parent created at or before its updatedAt, and its own createdAt
+/// between the two. 30 % were never updated (createdAt = updatedAt).
+fn shaped_times(
+    rng: &mut StdRng,
+    shape: Shape,
+    n: usize,
+    start: i64,
+    end: i64,
+    parents: Option<&[i64]>,
+) -> Vec<(i64, i64, Option<usize>)> {
+    // Bursts only where a tenth of the parents already exist.
+    let floor = parents.map_or(start, |p| p[p.len() / 10]);
+    let mut v: Vec<(i64, i64, Option<usize>)> = shape
+        .draw(rng, n, start, end, floor)
+        .into_iter()
+        .map(|up| {
+            let (up, parent) = match parents {
+                Some(ps) => {
+                    let (up, p) = with_parent(rng, up, ps);
+                    (up, Some(p))
+                }
+                None => (up, None),
+            };
+            let lo = parent
+                .and_then(|p| parents.map(|ps| ps[p]))
+                .unwrap_or(start);
+            let cr = if rng.random_bool(0.3) {
+                up
+            } else {
+                rng.random_range(lo..=up)
+            };
+            (cr, up, parent)
+        })
+        .collect();
+    v.sort_by_key(|x| x.0);
+    v
+}
+
+/// A parent (index into `parents`, sorted created instants) created at or before `t`,
+/// chosen uniformly; before the first parent, the first one and `t` moved to its
+/// creation.
+fn with_parent(rng: &mut StdRng, t: i64, parents: &[i64]) -> (i64, usize) {
+    match parents.partition_point(|&c| c <= t) {
+        0 => (t.max(parents[0]), 0),
+        eligible => (t, rng.random_range(0..eligible)),
+    }
 }

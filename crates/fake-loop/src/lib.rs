@@ -7,6 +7,7 @@
 //! be injected through the Rust API or the `/_control/*` HTTP endpoints.
 
 mod data;
+mod distribution;
 mod limiter;
 mod server;
 
@@ -17,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use data::{Data, Stream};
+pub use distribution::Distribution;
 pub use limiter::LimiterKind;
 pub use server::FakeServer;
 
@@ -103,7 +105,10 @@ pub struct FakeConfig {
     /// Multiplies every limit interval (0.01 = 100x faster).
     pub rate_scale: f64,
     pub retry_after: RetryAfter,
-    /// This many subscriptions AND this many orders share one updatedAt second.
+    /// Where createdAt/updatedAt fall in the data range.
+    pub distribution: Distribution,
+    /// This many subscriptions AND this many orders share one updatedAt second (only
+    /// with [`Distribution::Default`]).
     pub hot_second_records: usize,
     /// ~1 in 20 timestamps use other valid ISO 8601 forms.
     pub messy_timestamps: bool,
@@ -125,6 +130,7 @@ impl Default for FakeConfig {
             limiter: LimiterKind::Gcra,
             rate_scale: 1.0,
             retry_after: RetryAfter::Sometimes,
+            distribution: Distribution::Default,
             hot_second_records: 70,
             messy_timestamps: false,
             data_end: DateTime::<Utc>::from_timestamp_millis(end).unwrap_or_else(Utc::now),

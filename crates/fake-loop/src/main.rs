@@ -6,7 +6,9 @@
 use std::io::Write;
 
 use clap::Parser;
-use fake_loop::{Counts, FakeConfig, FakeServer, FilterBounds, LimiterKind, PageOrder, RetryAfter};
+use fake_loop::{
+    Counts, Distribution, FakeConfig, FakeServer, FilterBounds, LimiterKind, PageOrder, RetryAfter,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,7 +54,13 @@ struct Args {
     /// sometimes (every other 429, whole seconds), rounded-up (always, whole seconds).
     #[arg(long, value_enum, default_value_t = RetryAfter::Sometimes)]
     retry_after: RetryAfter,
-    /// Subscriptions and orders sharing one updatedAt second.
+    /// Where createdAt/updatedAt of subscriptions, orders and activity logs fall in the
+    /// two years before --data-end: default (the original generation, with the hot
+    /// second), uniform, recent (~2 % in the last 10 minutes, most within weeks),
+    /// bursts (seconds holding 60-120 records each).
+    #[arg(long, value_enum, default_value_t = Distribution::Default)]
+    distribution: Distribution,
+    /// Subscriptions and orders sharing one updatedAt second (default distribution).
     #[arg(long, default_value_t = 70)]
     hot_second_records: usize,
     /// ~1 in 20 timestamps in other valid ISO 8601 forms.
@@ -85,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
         limiter: a.limiter,
         rate_scale: a.rate_scale,
         retry_after: a.retry_after,
+        distribution: a.distribution,
         hot_second_records: a.hot_second_records,
         messy_timestamps: a.messy_timestamps,
         ..FakeConfig::default()
