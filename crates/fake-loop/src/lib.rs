@@ -5,6 +5,15 @@
 //! on the current data at request time, so records changed between page requests move
 //! exactly like they do on the real API. Faults, rate limits and mid-sync mutations can
 //! be injected through the Rust API or the `/_control/*` HTTP endpoints.
+//!
+//! What Loop does not document is chosen at start ([`FakeConfig`]), so the engine can be
+//! tested and benchmarked under every plausible reading: how "n requests per W seconds"
+//! is counted ([`LimiterKind`]: token bucket, sliding or fixed window), whether and how a
+//! 429 carries `Retry-After` ([`RetryAfter`]), how the data is spread over time
+//! ([`Distribution`]: the original skew with its hot second, uniform, a real store's
+//! recency, or bulk-job bursts), filter bounds and page order. The defaults are the
+//! original behaviour. [`Stats`] (`/_control/stats`) counts requests and 429s per
+//! endpoint. A million subscriptions start in about a second and half a gigabyte.
 
 mod data;
 mod distribution;
@@ -51,8 +60,8 @@ pub enum FilterBounds {
 #[serde(rename_all = "snake_case")]
 pub enum RetryAfter {
     /// Every 429 carries the exact wait in seconds, fractions allowed, rounded up to
-    /// the millisecond: "0.15", "1", "2.5". (Before `RoundedUp` existed this sent whole
-    /// seconds.)
+    /// the millisecond: "0.15", "1", "2.5". (Until rounded-up was added, this sent
+    /// whole seconds.)
     Always,
     /// No 429 carries it.
     Never,
@@ -372,6 +381,32 @@ mod tests {
         assert_eq!(
             (f.path, f.kind, f.times),
             (None, FaultKind::ConnectionReset, 1)
+        );
+    }
+
+    #[test]
+    fn config_names_the_unknowns_in_snake_case() {
+        let cfg: FakeConfig = serde_json::from_str(
+            r#"{"limiter":"sliding_window","retry_after":"rounded_up","distribution":"recent"}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.limiter, LimiterKind::SlidingWindow);
+        assert_eq!(cfg.retry_after, RetryAfter::RoundedUp);
+        assert_eq!(cfg.distribution, Distribution::Recent);
+        let cfg: FakeConfig = serde_json::from_str(r#"{"limiter":"fixed_window"}"#).unwrap();
+        assert_eq!(cfg.limiter, LimiterKind::FixedWindow);
+        let defaults: FakeConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(
+            (
+                defaults.limiter,
+                defaults.retry_after,
+                defaults.distribution
+            ),
+            (
+                LimiterKind::Gcra,
+                RetryAfter::Sometimes,
+                Distribution::Default
+            )
         );
     }
 
