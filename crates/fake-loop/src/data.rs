@@ -1427,53 +1427,44 @@ impl Data {
             });
         }
 
-        // Activity logs.
-        if let (Some(shape), false) = (shape, d.subs.is_empty()) {
-            // A subscription_created event belongs at its subscription's createdAt, not
-            // at a drawn instant, so drawn logs are the other events.
-            let floor = sub_created[sub_created.len() / 10];
-            let mut logs = Vec::with_capacity(c.activity_logs);
-            for t in shape.draw(&mut d.rng, c.activity_logs, start, end, floor) {
-                let (t, si) = with_parent(&mut d.rng, t, &sub_created);
-                logs.push((t, si, weighted(&mut d.rng, &LOG_KEYS[1..])));
+        // Activity logs: (createdAt, subscription, key), then stored in createdAt order.
+        let mut logs: Vec<(i64, usize, &'static str)> = Vec::with_capacity(c.activity_logs);
+        match shape {
+            _ if d.subs.is_empty() => {}
+            Some(shape) => {
+                // A subscription_created event belongs at its subscription's createdAt,
+                // not at a drawn instant, so drawn logs are the other events.
+                let floor = sub_created[sub_created.len() / 10];
+                for t in shape.draw(&mut d.rng, c.activity_logs, start, end, floor) {
+                    let (t, si) = with_parent(&mut d.rng, t, &sub_created);
+                    logs.push((t, si, weighted(&mut d.rng, &LOG_KEYS[1..])));
+                }
             }
-            logs.sort_by_key(|l| l.0);
-            for (i, (t, si, key)) in logs.into_iter().enumerate() {
-                let id = 20_000 + i as i64;
-                let (v, t) = d.log_json(id, si, key, t);
-                d.tables[Stream::ActivityLogs as usize].push(Rec {
-                    key: id,
-                    created: t,
-                    updated: t,
-                    tag: "",
-                    body: Body::text(&v),
-                });
+            None => {
+                for _ in 0..c.activity_logs {
+                    let si = d.rng.random_range(0..d.subs.len());
+                    let key = weighted(&mut d.rng, LOG_KEYS);
+                    let sc = d.subs[si].created;
+                    let t = if key == "subscription_created" {
+                        sc + d.rng.random_range(0..1500)
+                    } else {
+                        d.rng.random_range(sc..=end)
+                    };
+                    logs.push((t, si, key));
+                }
             }
-        } else if !d.subs.is_empty() {
-            let mut logs: Vec<(i64, usize, &'static str)> = Vec::with_capacity(c.activity_logs);
-            for _ in 0..c.activity_logs {
-                let si = d.rng.random_range(0..d.subs.len());
-                let key = weighted(&mut d.rng, LOG_KEYS);
-                let sc = d.subs[si].created;
-                let t = if key == "subscription_created" {
-                    sc + d.rng.random_range(0..1500)
-                } else {
-                    d.rng.random_range(sc..=end)
-                };
-                logs.push((t, si, key));
-            }
-            logs.sort_by_key(|l| l.0);
-            for (i, (t, si, key)) in logs.into_iter().enumerate() {
-                let id = 20_000 + i as i64;
-                let (v, t) = d.log_json(id, si, key, t);
-                d.tables[Stream::ActivityLogs as usize].push(Rec {
-                    key: id,
-                    created: t,
-                    updated: t,
-                    tag: "",
-                    body: Body::text(&v),
-                });
-            }
+        }
+        logs.sort_by_key(|l| l.0);
+        for (i, (t, si, key)) in logs.into_iter().enumerate() {
+            let id = 20_000 + i as i64;
+            let (v, t) = d.log_json(id, si, key, t);
+            d.tables[Stream::ActivityLogs as usize].push(Rec {
+                key: id,
+                created: t,
+                updated: t,
+                tag: "",
+                body: Body::text(&v),
+            });
         }
         d.rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed_f00d);
         d
