@@ -1,6 +1,10 @@
-//! Deterministic data generation and the in-memory store (records kept as compact JSON
-//! text, indexed by id and by `updatedAt`).
+//! Deterministic data generation and the in-memory store (records indexed by id and by
+//! `updatedAt`). A record is kept as compact JSON text, except a generated subscription
+//! that has not changed since: that is kept as the random choices it was drawn from and
+//! rendered when served, which is what lets a million of them start in about a second
+//! and half a gigabyte. A subscription becomes text on its first mutation.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, FixedOffset, Utc};
@@ -10,6 +14,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
+use crate::distribution::Shape;
 use crate::{FakeConfig, FilterBounds, Mutation, PageOrder};
 
 pub(crate) const HOUR_MS: i64 = 3_600_000;
@@ -60,7 +65,7 @@ impl Stream {
     }
 }
 
-/// One stored record: its current version as compact JSON text plus index keys.
+/// One stored record: its current version plus index keys.
 pub(crate) struct Rec {
     /// `id`, or `shopifyId` for products.
     pub key: i64,
@@ -69,7 +74,23 @@ pub(crate) struct Rec {
     pub updated: i64,
     /// Subscription status; for products "SP" when a variant has a selling plan.
     pub tag: &'static str,
-    pub json: Box<str>,
+    pub body: Body,
+}
+
+/// The current version of a record.
+pub(crate) enum Body {
+    /// Compact JSON text.
+    Text(Box<str>),
+    /// A subscription as generated and never changed since, rendered on request from
+    /// its [`SubDraw`] (index into `Data::subs`). Keeping ~100 bytes of choices instead
+    /// of ~2 KB of text is what lets a million subscriptions fit in memory.
+    Subscription(u32),
+}
+
+impl Body {
+    fn text(v: &Value) -> Body {
+        Body::Text(v.to_string().into())
+    }
 }
 
 #[derive(Default)]
@@ -157,8 +178,8 @@ impl Table {
         self.recs.last().map_or(first, |r| r.key + step)
     }
 
-    /// One page: the JSON texts of the records and whether more follow.
-    pub(crate) fn page(&self, order: PageOrder, q: &ListQuery) -> (Vec<&str>, bool) {
+    /// One page: the records and whether more follow.
+    pub(crate) fn page(&self, order: PageOrder, q: &ListQuery) -> (Vec<&Rec>, bool) {
         let unfiltered = q.updated.is_none()
             && q.created.is_none()
             && q.statuses.is_none()
@@ -166,7 +187,7 @@ impl Table {
         if unfiltered && order == PageOrder::Id {
             let start = q.skip.min(self.recs.len());
             let end = start.saturating_add(q.take).min(self.recs.len());
-            let out = self.recs[start..end].iter().map(|r| &*r.json).collect();
+            let out = self.recs[start..end].iter().collect();
             return (out, end < self.recs.len());
         }
         let (lo, hi) = q.updated.unwrap_or((i64::MIN, i64::MAX));
@@ -195,7 +216,7 @@ impl Table {
                 has_next = true;
                 break;
             }
-            out.push(&*r.json);
+            out.push(r);
         }
         (out, has_next)
     }
@@ -438,6 +459,13 @@ const LOG_KEYS: &[(&str, u32)] = &[
     ("order_skipped", 8),
     ("discount_applied", 4),
 ];
+const PAYMENT_BRANDS: &[&str] = &[
+    "visa",
+    "mastercard",
+    "american_express",
+    "shop_pay",
+    "paypal",
+];
 const LOG_SOURCES: &[&str] = &["Admin Portal", "Customer Portal", "System"];
 const REASONS: &[&str] = &[
     "Too expensive",
@@ -491,6 +519,105 @@ struct SubInfo {
     delivery: i64,
 }
 
+/// How a timestamp is written. Every form is valid ISO 8601; only `WholeSeconds`
+/// moves the instant (to the start of its second).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TsForm {
+    /// `2023-01-05T01:43:34.000Z`, as Loop writes them.
+    Canonical,
+    /// `...34.000+00:00`
+    UtcOffset,
+    /// The same instant at `+02:00`.
+    PlusTwoHours,
+    /// `...34Z`
+    WholeSeconds,
+    /// `...34.000000Z`
+    Micros,
+}
+
+/// A timestamp: the instant it denotes (ms) and how it is written.
+#[derive(Clone, Copy, Debug)]
+struct Stamp {
+    ms: i64,
+    form: TsForm,
+}
+
+impl Stamp {
+    fn text(self) -> String {
+        let dt = DateTime::<Utc>::from_timestamp_millis(self.ms).unwrap_or_default();
+        match self.form {
+            TsForm::Canonical => format_ms(self.ms),
+            TsForm::UtcOffset => dt.format("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string(),
+            TsForm::PlusTwoHours => {
+                let off = FixedOffset::east_opt(7200).expect("offset");
+                dt.with_timezone(&off)
+                    .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
+                    .to_string()
+            }
+            TsForm::WholeSeconds => dt.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            TsForm::Micros => dt.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        }
+    }
+}
+
+/// An address as drawn: the names (and phone) of the customer or drawn names, the
+/// city, an optional second line and company.
+#[derive(Clone, Copy)]
+struct AddressDraw {
+    customer_names: bool,
+    first: u8,
+    last: u8,
+    city: u8,
+    apt: Option<u8>,
+    company: bool,
+}
+
+#[derive(Clone, Copy)]
+struct PaymentDraw {
+    brand: &'static str,
+    last_digits: u16,
+    expiry_month: u8,
+    expiry_year: u16,
+}
+
+#[derive(Clone, Copy)]
+enum Attributes {
+    None,
+    GiftMessage,
+    Source,
+}
+
+/// Everything random about one generated subscription's JSON beyond its [`SubInfo`];
+/// [`Data::subscription_value`] renders it.
+struct SubDraw {
+    created: Stamp,
+    updated: Stamp,
+    status: &'static str,
+    last_payment: Option<&'static str>,
+    completed: i64,
+    next_billing: i64,
+    reason: Option<&'static str>,
+    comment: bool,
+    interval: &'static str,
+    interval_count: u8,
+    prepaid: bool,
+    /// Set when billing is anchored to a day of the month.
+    anchor_day: Option<u8>,
+    marked: bool,
+    /// 0 none, 1 local delivery, 2 pick-up, otherwise shipping.
+    delivery_method: u8,
+    payment: Option<PaymentDraw>,
+    attributes: Attributes,
+    max_cycles: Option<u8>,
+    min_cycles: Option<u8>,
+    shipping: Option<AddressDraw>,
+    billing: Option<AddressDraw>,
+}
+
+fn subscription_shopify_id(id: i64) -> i64 {
+    8_000_000_000 + id * 7
+}
+
 pub(crate) struct Data {
     pub tables: Vec<Table>,
     rng: StdRng,
@@ -498,6 +625,8 @@ pub(crate) struct Data {
     products: Vec<Product>,
     customers: Vec<Customer>,
     subs: Vec<SubInfo>,
+    /// Parallel to `subs`.
+    sub_draws: Vec<SubDraw>,
     next_line_id: i64,
     next_order_number: i64,
     mutation_counter: u64,
@@ -522,52 +651,76 @@ impl Data {
 
     /// Timestamp text (maybe in a "messy" but valid form) and the instant it denotes.
     fn ts(&mut self, ms: i64, floor: i64) -> (String, i64) {
+        let st = self.stamp(ms, floor);
+        (st.text(), st.ms)
+    }
+
+    /// The form a timestamp at `ms` is written in: with `messy`, ~1 in 20 in another
+    /// valid form. Whole seconds (which moves the instant) only when that stays at or
+    /// after `floor`.
+    fn stamp(&mut self, ms: i64, floor: i64) -> Stamp {
+        let form = |form| Stamp { ms, form };
         if !self.messy || !self.rng.random_ratio(1, 20) {
-            return (format_ms(ms), ms);
+            return form(TsForm::Canonical);
         }
-        let dt = DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
         match self.rng.random_range(0..4) {
-            0 => (dt.format("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string(), ms),
-            1 => {
-                let off = FixedOffset::east_opt(7200).expect("offset");
-                (
-                    dt.with_timezone(&off)
-                        .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
-                        .to_string(),
-                    ms,
-                )
-            }
+            0 => form(TsForm::UtcOffset),
+            1 => form(TsForm::PlusTwoHours),
             2 => {
                 let t = ms - ms.rem_euclid(1000);
                 if t >= floor {
-                    (dt.format("%Y-%m-%dT%H:%M:%SZ").to_string(), t)
+                    Stamp {
+                        ms: t,
+                        form: TsForm::WholeSeconds,
+                    }
                 } else {
-                    (format_ms(ms), ms)
+                    form(TsForm::Canonical)
                 }
             }
-            _ => (dt.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(), ms),
+            _ => form(TsForm::Micros),
         }
     }
 
-    fn address(&mut self, c: Option<usize>) -> Value {
-        let (first, last, phone) = match c.map(|i| &self.customers[i]) {
-            Some(c) if self.rng.random_bool(0.85) => (c.first, c.last, c.phone.clone()),
+    fn draw_address(&mut self, c: Option<usize>) -> AddressDraw {
+        let (customer_names, first, last) = match c.map(|i| &self.customers[i]) {
+            Some(c) if self.rng.random_bool(0.85) => (true, c.first, c.last),
             _ => (
+                false,
                 self.rng.random_range(0..FIRST.len()),
                 self.rng.random_range(0..LAST.len()),
-                None,
             ),
         };
         let city = match c {
             Some(i) => self.customers[i].city,
             None => self.rng.random_range(0..CITIES.len()),
         };
-        let ct = &CITIES[city];
+        let apt = if self.rng.random_bool(0.2) {
+            let n: i32 = self.rng.random_range(1..60);
+            Some(n as u8)
+        } else {
+            None
+        };
+        AddressDraw {
+            customer_names,
+            first: first as u8,
+            last: last as u8,
+            city: city as u8,
+            apt,
+            company: self.rng.random_bool(0.1),
+        }
+    }
+
+    fn address_value(&self, a: &AddressDraw, c: Option<usize>) -> Value {
+        let phone = match c {
+            Some(i) if a.customer_names => self.customers[i].phone.clone(),
+            _ => None,
+        };
+        let ct = &CITIES[a.city as usize];
         json!({
-            "firstName": FIRST[first].0,
-            "lastName": LAST[last].0,
+            "firstName": FIRST[a.first as usize].0,
+            "lastName": LAST[a.last as usize].0,
             "address1": ct.street,
-            "address2": if self.rng.random_bool(0.2) { Value::from(format!("Apt {}", self.rng.random_range(1..60))) } else { Value::Null },
+            "address2": a.apt.map(|n| format!("Apt {n}")),
             "city": ct.city,
             "province": ct.province.map(|p| p.0),
             "provinceCode": ct.province.map(|p| p.1),
@@ -575,7 +728,7 @@ impl Data {
             "countryCode": ct.code,
             "zip": ct.zip,
             "phone": phone,
-            "company": if self.rng.random_bool(0.1) { Value::from("Ångström & Söhne GmbH") } else { Value::Null },
+            "company": if a.company { Value::from("Ångström & Söhne GmbH") } else { Value::Null },
         })
     }
 
@@ -654,42 +807,104 @@ impl Data {
         )
     }
 
+    /// Draws everything random about subscription `si`'s JSON (in the order the
+    /// generator always has, so a seed keeps giving the same data).
     #[allow(clippy::too_many_arguments)]
-    fn subscription_json(
+    fn draw_subscription(
         &mut self,
         si: usize,
-        created: &str,
-        updated: &str,
-        updated_ms: i64,
+        created: Stamp,
+        updated: Stamp,
         status: &'static str,
         completed: i64,
         last_payment: Option<&'static str>,
         data_end: i64,
-    ) -> Value {
-        let s = &self.subs[si];
-        let (id, currency, customer, lines, delivery) =
-            (s.id, s.currency, s.customer, s.lines.clone(), s.delivery);
+    ) -> SubDraw {
+        let customer = self.subs[si].customer;
         let r = &mut self.rng;
-        let (paused_at, cancelled_at) = match status {
-            "PAUSED" => (Some(updated.to_string()), None),
-            "CANCELLED" => (None, Some(updated.to_string())),
-            _ => (None, None),
-        };
         let cancelled = status == "CANCELLED";
         let reason = cancelled.then(|| *REASONS.choose(r).expect("nonempty"));
-        let comment =
-            (cancelled && r.random_bool(0.3)).then_some("Will come back later 🙂 — merci!");
+        let comment = cancelled && r.random_bool(0.3);
         let interval = weighted(r, &[("MONTH", 70), ("WEEK", 20), ("DAY", 3), ("YEAR", 7)]);
-        let count: i64 = if interval == "WEEK" {
+        let interval_count: i64 = if interval == "WEEK" {
             *[1, 2, 4].choose(r).expect("x")
         } else {
             *[1, 1, 2, 3].choose(r).expect("x")
         };
-        let prepaid = r.random_bool(0.1) && count > 1;
+        let prepaid = r.random_bool(0.1) && interval_count > 1;
         let anchored = interval == "MONTH" && r.random_bool(0.3);
-        let next_billing = updated_ms.max(data_end) / 1000 + r.random_range(3600..30 * 86400);
+        let next_billing = updated.ms.max(data_end) / 1000 + r.random_range(3600..30 * 86400);
         let marked = status == "ACTIVE" && r.random_bool(0.03);
-        let delivery_method = match r.random_range(0..10) {
+        let delivery_method: i32 = r.random_range(0..10);
+        let payment = if r.random_bool(0.05) {
+            None
+        } else {
+            let brand = *PAYMENT_BRANDS.choose(r).expect("x");
+            let last_digits: i32 = r.random_range(0..10000);
+            let expiry_month: i32 = r.random_range(1..13);
+            let expiry_year: i32 = r.random_range(2025..2031);
+            Some(PaymentDraw {
+                brand,
+                last_digits: last_digits as u16,
+                expiry_month: expiry_month as u8,
+                expiry_year: expiry_year as u16,
+            })
+        };
+        let attributes = if r.random_bool(0.2) {
+            Attributes::GiftMessage
+        } else if r.random_bool(0.1) {
+            Attributes::Source
+        } else {
+            Attributes::None
+        };
+        let max_cycles = r.random_bool(0.15).then(|| r.random_range(3..13i32) as u8);
+        let min_cycles = r.random_bool(0.2).then(|| r.random_range(1..4i32) as u8);
+        let anchor_day: i32 = r.random_range(1..29);
+        let ship_null = r.random_bool(0.05);
+        let bill_null = r.random_bool(0.3);
+        let shipping = (!ship_null).then(|| self.draw_address(customer));
+        let billing = (!bill_null).then(|| self.draw_address(customer));
+        SubDraw {
+            created,
+            updated,
+            status,
+            last_payment,
+            completed,
+            next_billing,
+            reason,
+            comment,
+            interval,
+            interval_count: interval_count as u8,
+            prepaid,
+            anchor_day: anchored.then_some(anchor_day as u8),
+            marked,
+            delivery_method: delivery_method as u8,
+            payment,
+            attributes,
+            max_cycles,
+            min_cycles,
+            shipping,
+            billing,
+        }
+    }
+
+    /// The JSON of subscription `si` as drawn (see [`Body::Subscription`]).
+    fn subscription_value(&self, si: usize) -> Value {
+        let s = &self.subs[si];
+        let d = &self.sub_draws[si];
+        let (id, currency, customer, lines, delivery) =
+            (s.id, s.currency, s.customer, &s.lines, s.delivery);
+        let created = d.created.text();
+        let updated = d.updated.text();
+        let (paused_at, cancelled_at) = match d.status {
+            "PAUSED" => (Some(updated.clone()), None),
+            "CANCELLED" => (None, Some(updated.clone())),
+            _ => (None, None),
+        };
+        let comment = d.comment.then_some("Will come back later 🙂 — merci!");
+        let interval = d.interval;
+        let count = i64::from(d.interval_count);
+        let delivery_method = match d.delivery_method {
             0 => Value::Null,
             1 => {
                 json!({"type": "LOCAL", "title": "Local delivery", "code": "local", "price": "0.00"})
@@ -701,59 +916,35 @@ impl Data {
                 json!({"type": "SHIPPING", "title": "Standard Shipping", "code": "standard", "price": money(delivery, currency)})
             }
         };
-        let payment = if r.random_bool(0.05) {
-            Value::Null
-        } else {
-            let brand = *[
-                "visa",
-                "mastercard",
-                "american_express",
-                "shop_pay",
-                "paypal",
-            ]
-            .choose(r)
-            .expect("x");
-            json!({
+        let payment = match &d.payment {
+            None => Value::Null,
+            Some(p) => json!({
                 "id": id * 3 + 11,
                 "shopifyId": 21_000_000_000i64 + id * 17,
-                "type": if brand == "paypal" { "PAYPAL_BILLING_AGREEMENT" } else if brand == "shop_pay" { "SHOP_PAY_INSTALLMENTS" } else { "CUSTOMER_CREDIT_CARD" },
-                "brand": brand,
-                "lastDigits": format!("{:04}", r.random_range(0..10000)),
-                "expiryMonth": r.random_range(1..13),
-                "expiryYear": r.random_range(2025..2031),
-            })
+                "type": if p.brand == "paypal" { "PAYPAL_BILLING_AGREEMENT" } else if p.brand == "shop_pay" { "SHOP_PAY_INSTALLMENTS" } else { "CUSTOMER_CREDIT_CARD" },
+                "brand": p.brand,
+                "lastDigits": format!("{:04}", p.last_digits),
+                "expiryMonth": p.expiry_month,
+                "expiryYear": p.expiry_year,
+            }),
         };
         let has_discount = lines.iter().any(|l| l.discounted < l.price);
-        let attributes = if r.random_bool(0.2) {
-            json!([{"key": "gift_message", "value": "Joyeux anniversaire ! 🎂"}])
-        } else if r.random_bool(0.1) {
-            json!([{"key": "source", "value": "tiktok"}, {"key": "référence", "value": "A-ß-17"}])
-        } else {
-            json!([])
+        let attributes = match d.attributes {
+            Attributes::GiftMessage => {
+                json!([{"key": "gift_message", "value": "Joyeux anniversaire ! 🎂"}])
+            }
+            Attributes::Source => {
+                json!([{"key": "source", "value": "tiktok"}, {"key": "référence", "value": "A-ß-17"}])
+            }
+            Attributes::None => json!([]),
         };
-        let max_cycles = if r.random_bool(0.15) {
-            json!(r.random_range(3..13))
-        } else {
-            Value::Null
+        let ship = match &d.shipping {
+            Some(a) => self.address_value(a, customer),
+            None => Value::Null,
         };
-        let min_cycles = if r.random_bool(0.2) {
-            json!(r.random_range(1..4))
-        } else {
-            Value::Null
-        };
-        let anchor_day = r.random_range(1..29);
-        let origin = 5_000_000_000_000i64 + id * 31;
-        let ship_null = r.random_bool(0.05);
-        let bill_null = r.random_bool(0.3);
-        let ship = if ship_null {
-            Value::Null
-        } else {
-            self.address(customer)
-        };
-        let bill = if bill_null {
-            Value::Null
-        } else {
-            self.address(customer)
+        let bill = match &d.billing {
+            Some(a) => self.address_value(a, customer),
+            None => Value::Null,
         };
         let cust = match customer.map(|c| &self.customers[c]) {
             Some(c) => json!({"id": c.id, "shopifyId": c.shopify_id, "email": c.email}),
@@ -761,37 +952,38 @@ impl Data {
         };
         let total: i64 = lines.iter().map(|l| l.price * l.qty).sum();
         let total_disc: i64 = lines.iter().map(|l| l.discounted * l.qty).sum();
-        let lines_v = self.lines_json(&lines, currency, true);
+        let lines_v = self.lines_json(lines, currency, true);
+        let completed = d.completed;
         json!({
             "id": id,
-            "shopifyId": 8_000_000_000i64 + id * 7,
-            "originOrderShopifyId": origin,
+            "shopifyId": subscription_shopify_id(id),
+            "originOrderShopifyId": 5_000_000_000_000i64 + id * 31,
             "createdAt": created,
             "updatedAt": updated,
-            "status": status,
+            "status": d.status,
             "pausedAt": paused_at,
             "cancelledAt": cancelled_at,
-            "cancellationReason": reason,
+            "cancellationReason": d.reason,
             "cancellationComment": comment,
-            "isMarkedForCancellation": marked,
+            "isMarkedForCancellation": d.marked,
             "completedOrdersCount": completed,
-            "nextBillingDateEpoch": next_billing,
-            "lastPaymentStatus": last_payment,
+            "nextBillingDateEpoch": d.next_billing,
+            "lastPaymentStatus": d.last_payment,
             "currencyCode": currency,
             "totalLineItemPrice": money(total, currency),
             "totalLineItemDiscountedPrice": money(total_disc, currency),
             "deliveryPrice": money(delivery, currency),
-            "isPrepaid": prepaid,
+            "isPrepaid": d.prepaid,
             "billingPolicy": {
                 "interval": interval,
                 "intervalCount": count,
-                "minCycles": min_cycles,
-                "maxCycles": max_cycles,
-                "anchorType": if anchored { Value::from("MONTHDAY") } else { Value::Null },
-                "anchorDay": if anchored { Value::from(anchor_day) } else { Value::Null },
+                "minCycles": d.min_cycles,
+                "maxCycles": d.max_cycles,
+                "anchorType": if d.anchor_day.is_some() { Value::from("MONTHDAY") } else { Value::Null },
+                "anchorDay": d.anchor_day,
                 "anchorMonth": Value::Null,
             },
-            "deliveryPolicy": {"interval": interval, "intervalCount": if prepaid { 1 } else { count }},
+            "deliveryPolicy": {"interval": interval, "intervalCount": if d.prepaid { 1 } else { count }},
             "deliveryMethod": delivery_method,
             "shippingAddress": ship,
             "billingAddress": bill,
@@ -1039,6 +1231,7 @@ impl Data {
             products: Vec::new(),
             customers: Vec::new(),
             subs: Vec::new(),
+            sub_draws: Vec::new(),
             next_line_id: 300_000,
             next_order_number: 1000,
             mutation_counter: 0,
@@ -1063,15 +1256,19 @@ impl Data {
         }
 
         // Subscription timestamps.
-        let times = gen_times(
-            &mut d.rng,
-            c.subscriptions,
-            start,
-            end,
-            hot_sec,
-            cfg.hot_second_records,
-            None,
-        );
+        let shape = cfg.distribution.shape();
+        let times = match shape {
+            None => gen_times(
+                &mut d.rng,
+                c.subscriptions,
+                start,
+                end,
+                hot_sec,
+                cfg.hot_second_records,
+                None,
+            ),
+            Some(shape) => shaped_times(&mut d.rng, shape, c.subscriptions, start, end, None),
+        };
         for (i, &(cr, _, _)) in times.iter().enumerate() {
             let s = d.new_sub_info(1000 + i as i64, cr);
             d.subs.push(s);
@@ -1092,10 +1289,9 @@ impl Data {
 
         // Orders.
         let sub_created: Vec<i64> = times.iter().map(|t| t.0).collect();
-        let otimes = if d.subs.is_empty() {
-            Vec::new()
-        } else {
-            gen_times(
+        let otimes = match shape {
+            _ if d.subs.is_empty() => Vec::new(),
+            None => gen_times(
                 &mut d.rng,
                 c.orders,
                 start,
@@ -1103,7 +1299,10 @@ impl Data {
                 hot_sec,
                 cfg.hot_second_records,
                 Some(&sub_created),
-            )
+            ),
+            Some(shape) => {
+                shaped_times(&mut d.rng, shape, c.orders, start, end, Some(&sub_created))
+            }
         };
         let mut completed = vec![0i64; d.subs.len()];
         let mut last_pay: Vec<Option<&'static str>> = vec![None; d.subs.len()];
@@ -1155,7 +1354,7 @@ impl Data {
                 created: cr,
                 updated: up,
                 tag: status,
-                json: v.to_string().into(),
+                body: Body::text(&v),
             });
         }
 
@@ -1170,16 +1369,18 @@ impl Data {
                     .unwrap_or(0);
                 cust_counts[ci][k] += 1;
             }
-            let (cs, cr) = d.ts(cr, i64::MIN);
-            let (us, up) = d.ts(up, cr);
-            let v = d.subscription_json(i, &cs, &us, up, status, completed[i], last_pay[i], end);
+            let created = d.stamp(cr, i64::MIN);
+            let updated = d.stamp(up, created.ms);
+            let draw =
+                d.draw_subscription(i, created, updated, status, completed[i], last_pay[i], end);
+            d.sub_draws.push(draw);
             let key = d.subs[i].id;
             d.tables[Stream::Subscriptions as usize].push(Rec {
                 key,
-                created: cr,
-                updated: up,
+                created: created.ms,
+                updated: updated.ms,
                 tag: status,
-                json: v.to_string().into(),
+                body: Body::Subscription(i as u32),
             });
         }
 
@@ -1192,7 +1393,7 @@ impl Data {
                 created: cr,
                 updated: up,
                 tag: "",
-                json: v.to_string().into(),
+                body: Body::text(&v),
             });
         }
         // Products JSON.
@@ -1210,36 +1411,48 @@ impl Data {
                 created: cr,
                 updated: up,
                 tag,
-                json: v.to_string().into(),
+                body: Body::text(&v),
             });
         }
 
-        // Activity logs.
-        if !d.subs.is_empty() {
-            let mut logs: Vec<(i64, usize, &'static str)> = Vec::with_capacity(c.activity_logs);
-            for _ in 0..c.activity_logs {
-                let si = d.rng.random_range(0..d.subs.len());
-                let key = weighted(&mut d.rng, LOG_KEYS);
-                let sc = d.subs[si].created;
-                let t = if key == "subscription_created" {
-                    sc + d.rng.random_range(0..1500)
-                } else {
-                    d.rng.random_range(sc..=end)
-                };
-                logs.push((t, si, key));
+        // Activity logs: (createdAt, subscription, key), then stored in createdAt order.
+        let mut logs: Vec<(i64, usize, &'static str)> = Vec::with_capacity(c.activity_logs);
+        match shape {
+            _ if d.subs.is_empty() => {}
+            Some(shape) => {
+                // A subscription_created event belongs at its subscription's createdAt,
+                // not at a drawn instant, so drawn logs are the other events.
+                let floor = sub_created[sub_created.len() / 10];
+                for t in shape.draw(&mut d.rng, c.activity_logs, start, end, floor) {
+                    let (t, si) = with_parent(&mut d.rng, t, &sub_created);
+                    logs.push((t, si, weighted(&mut d.rng, &LOG_KEYS[1..])));
+                }
             }
-            logs.sort_by_key(|l| l.0);
-            for (i, (t, si, key)) in logs.into_iter().enumerate() {
-                let id = 20_000 + i as i64;
-                let (v, t) = d.log_json(id, si, key, t);
-                d.tables[Stream::ActivityLogs as usize].push(Rec {
-                    key: id,
-                    created: t,
-                    updated: t,
-                    tag: "",
-                    json: v.to_string().into(),
-                });
+            None => {
+                for _ in 0..c.activity_logs {
+                    let si = d.rng.random_range(0..d.subs.len());
+                    let key = weighted(&mut d.rng, LOG_KEYS);
+                    let sc = d.subs[si].created;
+                    let t = if key == "subscription_created" {
+                        sc + d.rng.random_range(0..1500)
+                    } else {
+                        d.rng.random_range(sc..=end)
+                    };
+                    logs.push((t, si, key));
+                }
             }
+        }
+        logs.sort_by_key(|l| l.0);
+        for (i, (t, si, key)) in logs.into_iter().enumerate() {
+            let id = 20_000 + i as i64;
+            let (v, t) = d.log_json(id, si, key, t);
+            d.tables[Stream::ActivityLogs as usize].push(Rec {
+                key: id,
+                created: t,
+                updated: t,
+                tag: "",
+                body: Body::text(&v),
+            });
         }
         d.rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed_f00d);
         d
@@ -1265,11 +1478,37 @@ impl Data {
     // Mutations
 
     pub(crate) fn records(&self, s: Stream) -> Vec<Value> {
-        self.table(s)
+        self.table(s).recs.iter().map(|r| self.value(r)).collect()
+    }
+
+    /// The JSON text of a record's current version.
+    pub(crate) fn text<'a>(&'a self, r: &'a Rec) -> Cow<'a, str> {
+        match &r.body {
+            Body::Text(t) => Cow::Borrowed(t),
+            Body::Subscription(si) => Cow::Owned(self.subscription_value(*si as usize).to_string()),
+        }
+    }
+
+    /// A record's current version.
+    pub(crate) fn value(&self, r: &Rec) -> Value {
+        match &r.body {
+            Body::Text(t) => serde_json::from_str(t).expect("stored JSON is valid"),
+            Body::Subscription(si) => self.subscription_value(*si as usize),
+        }
+    }
+
+    /// The subscription whose current `shopifyId` is `shopify_id`.
+    pub(crate) fn subscription_by_shopify_id(&self, shopify_id: i64) -> Option<&Rec> {
+        let needle = format!("\"shopifyId\":{shopify_id},");
+        self.table(Stream::Subscriptions)
             .recs
             .iter()
-            .map(|r| serde_json::from_str(&r.json).expect("stored JSON is valid"))
-            .collect()
+            .find(|r| match &r.body {
+                Body::Subscription(si) => {
+                    subscription_shopify_id(self.subs[*si as usize].id) == shopify_id
+                }
+                Body::Text(t) => t.contains(&needle),
+            })
     }
 
     pub(crate) fn apply(&mut self, m: &Mutation, now_ms: i64) -> Vec<Value> {
@@ -1316,8 +1555,7 @@ impl Data {
                     return Vec::new();
                 };
                 let created = self.table(s).recs[idx].created;
-                let mut v: Value =
-                    serde_json::from_str(&self.table(s).recs[idx].json).expect("valid");
+                let mut v = self.value(&self.table(s).recs[idx]);
                 let mut up = self.table(s).recs[idx].updated;
                 if matches!(s, Stream::Subscriptions | Stream::Orders) {
                     let (us, u) = self.ts(now_ms.max(created), created);
@@ -1335,7 +1573,7 @@ impl Data {
                     up = t.timestamp_millis();
                 }
                 let t = &mut self.tables[s as usize];
-                t.recs[idx].json = v.to_string().into();
+                t.recs[idx].body = Body::text(&v);
                 t.set_updated(idx, up);
                 vec![v]
             }
@@ -1345,7 +1583,7 @@ impl Data {
     fn touch_one(&mut self, s: Stream, idx: usize, now_ms: i64) -> Value {
         let rec = &self.tables[s as usize].recs[idx];
         let created = rec.created;
-        let mut v: Value = serde_json::from_str(&rec.json).expect("valid");
+        let mut v = self.value(rec);
         let mut tag = rec.tag;
         let new_updated = now_ms.max(created);
         let (us, up) = self.ts(new_updated, created);
@@ -1450,7 +1688,7 @@ impl Data {
             Stream::ActivityLogs => {}
         }
         let t = &mut self.tables[s as usize];
-        t.recs[idx].json = v.to_string().into();
+        t.recs[idx].body = Body::text(&v);
         t.recs[idx].tag = tag;
         t.set_updated(idx, up);
         v
@@ -1462,19 +1700,20 @@ impl Data {
             let v = match s {
                 Stream::Subscriptions => {
                     let id = self.table(s).next_key(1000, 1);
-                    let (cs, cr) = self.ts(now_ms, i64::MIN);
+                    let stamp = self.stamp(now_ms, i64::MIN);
                     let si = self.subs.len();
-                    let info = self.new_sub_info(id, cr);
+                    let info = self.new_sub_info(id, stamp.ms);
                     self.subs.push(info);
-                    let v = self.subscription_json(si, &cs, &cs, cr, "ACTIVE", 0, None, now_ms);
+                    let draw = self.draw_subscription(si, stamp, stamp, "ACTIVE", 0, None, now_ms);
+                    self.sub_draws.push(draw);
                     self.tables[s as usize].push(Rec {
                         key: id,
-                        created: cr,
-                        updated: cr,
+                        created: stamp.ms,
+                        updated: stamp.ms,
                         tag: "ACTIVE",
-                        json: v.to_string().into(),
+                        body: Body::Subscription(si as u32),
                     });
-                    v
+                    self.subscription_value(si)
                 }
                 Stream::Orders => {
                     if self.subs.is_empty() {
@@ -1499,7 +1738,7 @@ impl Data {
                         created: cr,
                         updated: cr,
                         tag: status,
-                        json: v.to_string().into(),
+                        body: Body::text(&v),
                     });
                     v
                 }
@@ -1513,7 +1752,7 @@ impl Data {
                         created: now_ms,
                         updated: now_ms,
                         tag: "",
-                        json: v.to_string().into(),
+                        body: Body::text(&v),
                     });
                     v
                 }
@@ -1532,7 +1771,7 @@ impl Data {
                         created: now_ms,
                         updated: now_ms,
                         tag,
-                        json: v.to_string().into(),
+                        body: Body::text(&v),
                     });
                     v
                 }
@@ -1549,7 +1788,7 @@ impl Data {
                         created: t,
                         updated: t,
                         tag: "",
-                        json: v.to_string().into(),
+                        body: Body::text(&v),
                     });
                     v
                 }
@@ -1629,4 +1868,54 @@ fn gen_times(
     }
     v.sort_by_key(|x| x.0);
     v
+}
+
+/// (created, updated, parent index) triples sorted by created, updatedAt drawn from
+/// `shape`. With `parents` (the created instants of the parent subscriptions, sorted),
+/// each record gets a parent created at or before its updatedAt, and its own createdAt
+/// between the two. 30 % were never updated (createdAt = updatedAt).
+fn shaped_times(
+    rng: &mut StdRng,
+    shape: Shape,
+    n: usize,
+    start: i64,
+    end: i64,
+    parents: Option<&[i64]>,
+) -> Vec<(i64, i64, Option<usize>)> {
+    // Bursts only where a tenth of the parents already exist.
+    let floor = parents.map_or(start, |p| p[p.len() / 10]);
+    let mut v: Vec<(i64, i64, Option<usize>)> = shape
+        .draw(rng, n, start, end, floor)
+        .into_iter()
+        .map(|up| {
+            let (up, parent) = match parents {
+                Some(ps) => {
+                    let (up, p) = with_parent(rng, up, ps);
+                    (up, Some(p))
+                }
+                None => (up, None),
+            };
+            let lo = parent
+                .and_then(|p| parents.map(|ps| ps[p]))
+                .unwrap_or(start);
+            let cr = if rng.random_bool(0.3) {
+                up
+            } else {
+                rng.random_range(lo..=up)
+            };
+            (cr, up, parent)
+        })
+        .collect();
+    v.sort_by_key(|x| x.0);
+    v
+}
+
+/// A parent (index into `parents`, sorted created instants) created at or before `t`,
+/// chosen uniformly; before the first parent, the first one and `t` moved to its
+/// creation.
+fn with_parent(rng: &mut StdRng, t: i64, parents: &[i64]) -> (i64, usize) {
+    match parents.partition_point(|&c| c <= t) {
+        0 => (t.max(parents[0]), 0),
+        eligible => (t, rng.random_range(0..eligible)),
+    }
 }

@@ -5,8 +5,19 @@
 //! on the current data at request time, so records changed between page requests move
 //! exactly like they do on the real API. Faults, rate limits and mid-sync mutations can
 //! be injected through the Rust API or the `/_control/*` HTTP endpoints.
+//!
+//! What Loop does not document is chosen at start ([`FakeConfig`]), so the engine can be
+//! tested and benchmarked under every plausible reading: how "n requests per W seconds"
+//! is counted ([`LimiterKind`]: token bucket, sliding or fixed window), whether and how a
+//! 429 carries `Retry-After` ([`RetryAfter`]), how the data is spread over time
+//! ([`Distribution`]: the original skew with its hot second, uniform, a real store's
+//! recency, or bulk-job bursts), filter bounds and page order. The defaults are the
+//! original behaviour. [`Stats`] (`/_control/stats`) counts requests and 429s per
+//! endpoint. A million subscriptions start in about a second and half a gigabyte.
 
 mod data;
+mod distribution;
+mod limiter;
 mod server;
 
 use std::collections::BTreeMap;
@@ -16,6 +27,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use data::{Data, Stream};
+pub use distribution::Distribution;
+pub use limiter::LimiterKind;
 pub use server::{FakeServer, StartError};
 
 /// Order in which list endpoints return records. Ties are broken by id.
@@ -40,15 +53,25 @@ pub enum FilterBounds {
     Exclusive,
 }
 
-/// Whether a 429 carries a `Retry-After` header.
+/// Whether and how a rate limiter's 429 carries a `Retry-After` header. The wait is
+/// the real time until the limiter would accept a request. (An injected
+/// [`FaultKind::RateLimited`] sends exactly the value it was given.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum RetryAfter {
+    /// Every 429 carries the exact wait in seconds, fractions allowed, rounded up to
+    /// the millisecond: "0.15", "1", "2.5". (Until rounded-up was added, this sent
+    /// whole seconds.)
     Always,
+    /// No 429 carries it.
     Never,
-    /// Every other 429 (the 1st, 3rd, ...) carries it.
+    /// Every other 429 (the 1st, 3rd, ... counted over all endpoints) carries the wait
+    /// rounded up to whole seconds, at least "1".
     #[default]
     Sometimes,
+    /// Every 429 carries the wait rounded up to whole seconds, at least "1" (0.1 s →
+    /// "1"), as servers that only speak integer `Retry-After` do.
+    RoundedUp,
 }
 
 /// How many records of each stream to generate.
@@ -86,10 +109,15 @@ pub struct FakeConfig {
     /// Per-endpoint limits as Loop: subscription 2 req/3 s, order 2/3 s, activityLog
     /// 2/3 s, customer 1/s, product 6/s (subscription detail 5/s).
     pub rate_limits: bool,
+    /// How those limits are counted (only with `rate_limits`).
+    pub limiter: LimiterKind,
     /// Multiplies every limit interval (0.01 = 100x faster).
     pub rate_scale: f64,
     pub retry_after: RetryAfter,
-    /// This many subscriptions AND this many orders share one updatedAt second.
+    /// Where createdAt/updatedAt fall in the data range.
+    pub distribution: Distribution,
+    /// This many subscriptions AND this many orders share one updatedAt second (only
+    /// with [`Distribution::Default`]).
     pub hot_second_records: usize,
     /// ~1 in 20 timestamps use other valid ISO 8601 forms.
     pub messy_timestamps: bool,
@@ -108,8 +136,10 @@ impl Default for FakeConfig {
             page_order: PageOrder::Id,
             filter_bounds: FilterBounds::Inclusive,
             rate_limits: false,
+            limiter: LimiterKind::Gcra,
             rate_scale: 1.0,
             retry_after: RetryAfter::Sometimes,
+            distribution: Distribution::Default,
             hot_second_records: 70,
             messy_timestamps: false,
             data_end: DateTime::<Utc>::from_timestamp_millis(end).unwrap_or_else(Utc::now),
@@ -183,6 +213,9 @@ pub struct Stats {
     pub pages_served: u64,
     /// 429 answers (rate limiter and injected `RateLimited` faults).
     pub rate_limited: u64,
+    /// The same 429 answers per API path (the keys of `requests`).
+    #[serde(default)]
+    pub rate_limited_by_path: BTreeMap<String, u64>,
     pub faults_served: u64,
     pub unauthorized: u64,
 }
@@ -220,13 +253,14 @@ pub(crate) struct Control {
     scheduled: Vec<Scheduled>,
     recurring: Vec<Recurring>,
     stats: Stats,
-    /// GCRA theoretical arrival time per endpoint.
-    limiters: BTreeMap<String, std::time::Instant>,
+    limiters: limiter::Limiters,
+    /// 429s from the limiter so far, for `RetryAfter::Sometimes`.
     limited_count: u64,
 }
 
 pub(crate) struct Shared {
     cfg: FakeConfig,
+    clock: limiter::EpochClock,
     data: RwLock<Data>,
     ctl: Mutex<Control>,
 }
@@ -241,10 +275,11 @@ impl Shared {
                 scheduled: Vec::new(),
                 recurring: Vec::new(),
                 stats: Stats::default(),
-                limiters: BTreeMap::new(),
+                limiters: limiter::Limiters::new(cfg.limiter),
                 limited_count: 0,
             }),
             data: RwLock::new(data),
+            clock: limiter::EpochClock::start(),
             cfg,
         }
     }
@@ -346,6 +381,32 @@ mod tests {
         assert_eq!(
             (f.path, f.kind, f.times),
             (None, FaultKind::ConnectionReset, 1)
+        );
+    }
+
+    #[test]
+    fn config_names_the_unknowns_in_snake_case() {
+        let cfg: FakeConfig = serde_json::from_str(
+            r#"{"limiter":"sliding_window","retry_after":"rounded_up","distribution":"recent"}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.limiter, LimiterKind::SlidingWindow);
+        assert_eq!(cfg.retry_after, RetryAfter::RoundedUp);
+        assert_eq!(cfg.distribution, Distribution::Recent);
+        let cfg: FakeConfig = serde_json::from_str(r#"{"limiter":"fixed_window"}"#).unwrap();
+        assert_eq!(cfg.limiter, LimiterKind::FixedWindow);
+        let defaults: FakeConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(
+            (
+                defaults.limiter,
+                defaults.retry_after,
+                defaults.distribution
+            ),
+            (
+                LimiterKind::Gcra,
+                RetryAfter::Sometimes,
+                Distribution::Default
+            )
         );
     }
 

@@ -1,17 +1,29 @@
 //! `fake-loop`: serve a fake Loop Subscriptions Admin API on 127.0.0.1.
 //!
 //! Prints one JSON line `{"base_url":...,"root_url":...}` once listening, then serves
-//! until SIGTERM/SIGINT (or stdin EOF with `--exit-on-stdin-eof`).
+//! until SIGTERM/SIGINT (or stdin EOF with `--exit-on-stdin-eof`). Every option maps
+//! to one field of [`FakeConfig`]; what Loop leaves unknown (how limits are counted,
+//! `Retry-After`, the shape of the data, filter bounds, page order) is an option.
 
 use std::io::Write;
 
 use clap::Parser;
-use fake_loop::{Counts, FakeConfig, FakeServer, FilterBounds, PageOrder, RetryAfter};
+use fake_loop::{
+    Counts, Distribution, FakeConfig, FakeServer, FilterBounds, LimiterKind, PageOrder, RetryAfter,
+};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "fake-loop",
-    about = "A fake Loop Subscriptions Admin API on 127.0.0.1"
+    about = "A fake Loop Subscriptions Admin API on 127.0.0.1",
+    long_about = "A fake Loop Subscriptions Admin API on 127.0.0.1, for tests, demos and \
+benchmarks.\n\n\
+Prints one JSON line {\"base_url\":...,\"root_url\":...} once listening. Data is \
+generated from --seed; what Loop does not document (how rate limits are counted, \
+Retry-After, the shape of the data, filter bounds, page order) is chosen with the \
+options below. Control endpoints under root_url: POST /_control/mutate, /schedule, \
+/mutate_every, /fault, /token; GET /_control/records/{stream}; GET /_control/stats \
+(requests, rate_limited and rate_limited_by_path per endpoint, e.g. \"/subscription\")."
 )]
 struct Args {
     /// Port to listen on (0 = any free port).
@@ -20,31 +32,50 @@ struct Args {
     /// Value expected in the X-Loop-Token header.
     #[arg(long, default_value = "fake-token")]
     token: String,
+    /// Seed of the generated data: the same seed and options give the same data.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Subscriptions to generate (a million start in about a second, ~0.5 GB).
     #[arg(long, default_value_t = Counts::default().subscriptions)]
     subscriptions: usize,
+    /// Orders to generate.
     #[arg(long, default_value_t = Counts::default().orders)]
     orders: usize,
+    /// Customers to generate.
     #[arg(long, default_value_t = Counts::default().customers)]
     customers: usize,
+    /// Products to generate.
     #[arg(long, default_value_t = Counts::default().products)]
     products: usize,
+    /// Activity logs to generate.
     #[arg(long, default_value_t = Counts::default().activity_logs)]
     activity_logs: usize,
+    /// Order of list endpoints (ties by id).
     #[arg(long, value_enum, default_value_t = PageOrder::Id)]
     page_order: PageOrder,
+    /// How *StartEpoch/*EndEpoch filters compare: inclusive (whole seconds in
+    /// [start, end]) or exclusive (start < t < end, in ms).
     #[arg(long, value_enum, default_value_t = FilterBounds::Inclusive)]
     filter_bounds: FilterBounds,
-    /// Enforce Loop's per-endpoint rate limits.
+    /// Enforce Loop's per-endpoint rate limits (subscription, order, activityLog 2 per
+    /// 3 s; customer 1/s; product 6/s; subscription detail 5/s).
     #[arg(long)]
     rate_limits: bool,
+    /// How a limit of n requests per W seconds is counted (with --rate-limits).
+    #[arg(long, value_enum, default_value_t = LimiterKind::Gcra)]
+    limiter: LimiterKind,
     /// Multiply every rate-limit interval by this factor (0.01 = 100x faster).
     #[arg(long, default_value_t = 1.0)]
     rate_scale: f64,
+    /// Whether and how a rate limiter's 429 carries Retry-After (the wait until a
+    /// request would be accepted).
     #[arg(long, value_enum, default_value_t = RetryAfter::Sometimes)]
     retry_after: RetryAfter,
-    /// Subscriptions and orders sharing one updatedAt second.
+    /// Where updatedAt (createdAt of activity logs) of subscriptions, orders and
+    /// activity logs falls in the two years before --data-end.
+    #[arg(long, value_enum, default_value_t = Distribution::Default)]
+    distribution: Distribution,
+    /// Subscriptions and orders sharing one updatedAt second (default distribution).
     #[arg(long, default_value_t = 70)]
     hot_second_records: usize,
     /// ~1 in 20 timestamps in other valid ISO 8601 forms.
@@ -58,31 +89,41 @@ struct Args {
     exit_on_stdin_eof: bool,
 }
 
+impl Args {
+    /// The server configuration these options describe.
+    fn config(&self) -> FakeConfig {
+        let mut cfg = FakeConfig {
+            seed: self.seed,
+            counts: Counts {
+                subscriptions: self.subscriptions,
+                orders: self.orders,
+                customers: self.customers,
+                products: self.products,
+                activity_logs: self.activity_logs,
+            },
+            token: self.token.clone(),
+            page_order: self.page_order,
+            filter_bounds: self.filter_bounds,
+            rate_limits: self.rate_limits,
+            limiter: self.limiter,
+            rate_scale: self.rate_scale,
+            retry_after: self.retry_after,
+            distribution: self.distribution,
+            hot_second_records: self.hot_second_records,
+            messy_timestamps: self.messy_timestamps,
+            ..FakeConfig::default()
+        };
+        if let Some(end) = self.data_end {
+            cfg.data_end = end;
+        }
+        cfg
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let mut cfg = FakeConfig {
-        seed: a.seed,
-        counts: Counts {
-            subscriptions: a.subscriptions,
-            orders: a.orders,
-            customers: a.customers,
-            products: a.products,
-            activity_logs: a.activity_logs,
-        },
-        token: a.token,
-        page_order: a.page_order,
-        filter_bounds: a.filter_bounds,
-        rate_limits: a.rate_limits,
-        rate_scale: a.rate_scale,
-        retry_after: a.retry_after,
-        hot_second_records: a.hot_second_records,
-        messy_timestamps: a.messy_timestamps,
-        ..FakeConfig::default()
-    };
-    if let Some(end) = a.data_end {
-        cfg.data_end = end;
-    }
+    let cfg = a.config();
     // Install the signal handlers before announcing readiness.
     #[cfg(unix)]
     let sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -128,4 +169,52 @@ async fn main() -> anyhow::Result<()> {
     server.shutdown();
     // A pending blocking stdin read would otherwise keep the runtime from exiting.
     std::process::exit(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_for_the_unknowns_map_onto_the_config() {
+        let a = Args::try_parse_from([
+            "fake-loop",
+            "--rate-limits",
+            "--limiter",
+            "sliding-window",
+            "--retry-after",
+            "rounded-up",
+            "--distribution",
+            "bursts",
+            "--subscriptions",
+            "1000000",
+        ])
+        .expect("valid flags");
+        let cfg = a.config();
+        assert!(cfg.rate_limits);
+        assert_eq!(cfg.limiter, LimiterKind::SlidingWindow);
+        assert_eq!(cfg.retry_after, RetryAfter::RoundedUp);
+        assert_eq!(cfg.distribution, Distribution::Bursts);
+        assert_eq!(cfg.counts.subscriptions, 1_000_000);
+        let fixed = Args::try_parse_from(["fake-loop", "--limiter", "fixed-window"]);
+        assert_eq!(fixed.expect("valid").limiter, LimiterKind::FixedWindow);
+    }
+
+    #[test]
+    fn defaults_are_the_original_behaviour() {
+        let cfg = Args::try_parse_from(["fake-loop"])
+            .expect("no flags")
+            .config();
+        assert_eq!(cfg.limiter, LimiterKind::Gcra);
+        assert_eq!(cfg.retry_after, RetryAfter::Sometimes);
+        assert_eq!(cfg.distribution, Distribution::Default);
+        assert_eq!(cfg.hot_second_records, 70);
+    }
 }

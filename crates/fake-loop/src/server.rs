@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 use crate::data::{bounds_ms, ListQuery, Stream};
+use crate::limiter::{exact_seconds, whole_seconds, Verdict};
 use crate::{FakeConfig, Fault, FaultKind, Mutation, RetryAfter, Shared, Stats};
 
 const VERSIONS: [&str; 2] = ["2023-10", "2026-04"];
@@ -352,8 +353,13 @@ fn limit_of(key: &str) -> Option<(u32, f64)> {
 }
 
 enum Limit {
-    Ok { remaining: u32 },
-    Over { wait: Duration, retry_after: bool },
+    Ok {
+        remaining: u32,
+    },
+    /// Refused; the `Retry-After` text when this 429 carries one.
+    Over {
+        retry_after: Option<String>,
+    },
 }
 
 /// Splits `/admin/{version}/{rest}`; returns (version, endpoint, stats key).
@@ -412,6 +418,10 @@ fn decide(shared: &Shared, key: &str, token: Option<&str>, limited: bool) -> Dec
         c.stats.faults_served += 1;
         if matches!(fault, Some(FaultKind::RateLimited { .. })) {
             c.stats.rate_limited += 1;
+            *c.stats
+                .rate_limited_by_path
+                .entry(key.to_string())
+                .or_default() += 1;
         }
     }
     let authorized = token == Some(c.token.as_str());
@@ -422,36 +432,28 @@ fn decide(shared: &Shared, key: &str, token: Option<&str>, limited: bool) -> Dec
     let mut limit = None;
     if authorized && blocking && limited && shared.cfg.rate_limits {
         if let Some((n, per)) = limit_of(key) {
-            let period = Duration::from_secs_f64((per * shared.cfg.rate_scale).max(0.0));
-            let t = period / n;
-            let tau = t * (n - 1);
-            let now = Instant::now();
-            let tat = c.limiters.get(key).copied().unwrap_or(now).max(now);
-            let ahead = tat - now;
-            if ahead > tau {
-                c.limited_count += 1;
-                c.stats.rate_limited += 1;
-                let retry_after = match shared.cfg.retry_after {
-                    RetryAfter::Always => true,
-                    RetryAfter::Never => false,
-                    RetryAfter::Sometimes => c.limited_count % 2 == 1,
-                };
-                limit = Some(Limit::Over {
-                    wait: ahead - tau,
-                    retry_after,
-                });
-            } else {
-                let new = tat + t;
-                c.limiters.insert(key.to_string(), new);
-                let used = if t.is_zero() {
-                    0
-                } else {
-                    ((new - now).as_secs_f64() / t.as_secs_f64()).ceil() as u32
-                };
-                limit = Some(Limit::Ok {
-                    remaining: n.saturating_sub(used),
-                });
-            }
+            let lim = crate::limiter::Limit::scaled(n, per, shared.cfg.rate_scale);
+            let now = shared.clock.now();
+            limit = Some(match c.limiters.check(key, lim, now) {
+                Verdict::Accepted { remaining } => Limit::Ok { remaining },
+                Verdict::Refused { wait } => {
+                    c.limited_count += 1;
+                    c.stats.rate_limited += 1;
+                    *c.stats
+                        .rate_limited_by_path
+                        .entry(key.to_string())
+                        .or_default() += 1;
+                    let retry_after = match shared.cfg.retry_after {
+                        RetryAfter::Always => Some(exact_seconds(wait)),
+                        RetryAfter::Never => None,
+                        RetryAfter::Sometimes => {
+                            (c.limited_count % 2 == 1).then(|| whole_seconds(wait))
+                        }
+                        RetryAfter::RoundedUp => Some(whole_seconds(wait)),
+                    };
+                    Limit::Over { retry_after }
+                }
+            });
         }
     }
     Decision {
@@ -560,14 +562,12 @@ async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
     let mut remaining = None;
     match d.limit {
-        Some(Limit::Over { wait, retry_after }) => {
+        Some(Limit::Over { retry_after }) => {
             let mut r = error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
             r.headers_mut()
                 .insert("x-ratelimit-remaining", HeaderValue::from(0));
-            if retry_after {
-                let secs = (wait.as_secs_f64().ceil() as u64).max(1);
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            if let Some(v) = retry_after.and_then(|t| HeaderValue::try_from(t).ok()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
             }
             return r;
         }
@@ -679,6 +679,7 @@ fn answer(shared: &Shared, endpoint: &str, query: Option<&str>) -> Result<Bytes,
     }
     let data = shared.data_read();
     let (recs, has_next) = data.table(stream).page(shared.cfg.page_order, &q);
+    let recs: Vec<_> = recs.into_iter().map(|r| data.text(r)).collect();
     let mut body = String::with_capacity(recs.iter().map(|r| r.len() + 1).sum::<usize>() + 200);
     body.push_str(r#"{"success":true,"message":""#);
     body.push_str(stream.message());
@@ -703,13 +704,9 @@ fn detail(shared: &Shared, id: &str) -> Result<Bytes, ApiError> {
     let t = data.table(Stream::Subscriptions);
     let key = if let Some(s) = id.strip_prefix("shopify-") {
         let sid: i64 = s.parse().map_err(|_| not_found())?;
-        let prefix = format!("\"shopifyId\":{sid},");
-        let r = t
-            .recs
-            .iter()
-            .find(|r| r.json.contains(&prefix))
-            .ok_or_else(not_found)?;
-        r.key
+        data.subscription_by_shopify_id(sid)
+            .ok_or_else(not_found)?
+            .key
     } else {
         id.strip_prefix("loop-")
             .unwrap_or(id)
@@ -722,7 +719,7 @@ fn detail(shared: &Shared, id: &str) -> Result<Bytes, ApiError> {
         .map_err(|_| not_found())?;
     let body = format!(
         r#"{{"success":true,"message":"Subscription fetched successfully","data":{},"code":"SUCCESS"}}"#,
-        t.recs[idx].json
+        data.text(&t.recs[idx])
     );
     Ok(Bytes::from(body))
 }

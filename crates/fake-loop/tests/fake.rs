@@ -3,7 +3,8 @@ use std::time::{Duration, Instant};
 
 use chrono::DateTime;
 use fake_loop::{
-    Counts, FakeConfig, FakeServer, Fault, FaultKind, FilterBounds, Mutation, PageOrder,
+    Counts, FakeConfig, FakeServer, Fault, FaultKind, FilterBounds, LimiterKind, Mutation,
+    PageOrder, RetryAfter,
 };
 use serde_json::Value;
 
@@ -264,6 +265,110 @@ async fn rate_limit_answers_429() {
     assert_eq!(get(&url).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(15)).await;
     assert_eq!(get(&url).await.status(), 200);
+}
+
+/// The `Retry-After` of the 429 that follows `first_n` accepted immediate requests to
+/// `path`.
+async fn retry_after_after(srv: &FakeServer, path: &str, first_n: usize) -> Option<String> {
+    let url = format!("{}{path}", srv.base_url);
+    for _ in 0..first_n {
+        assert_eq!(get(&url).await.status(), 200);
+    }
+    let r = get(&url).await;
+    assert_eq!(r.status(), 429);
+    r.headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn always_sends_the_exact_wait_and_rounded_up_sends_whole_seconds() {
+    let limited = |retry_after| FakeConfig {
+        rate_limits: true,
+        retry_after,
+        ..cfg()
+    };
+    // /product allows 6 per second (GCRA: a burst of 6, then one per 1/6 s): the 7th
+    // immediate request waits just under 0.167 s.
+    let srv = FakeServer::start(limited(RetryAfter::Always))
+        .await
+        .unwrap();
+    let exact = retry_after_after(&srv, "/product", 6).await.unwrap();
+    let secs: f64 = exact.parse().unwrap();
+    assert!(
+        exact.starts_with("0.") && secs > 0.1 && secs <= 0.167,
+        "{exact}"
+    );
+    let srv = FakeServer::start(limited(RetryAfter::RoundedUp))
+        .await
+        .unwrap();
+    assert_eq!(
+        retry_after_after(&srv, "/customer", 1).await.as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        retry_after_after(&srv, "/customer", 0).await.as_deref(),
+        Some("1"),
+        "every 429 carries it"
+    );
+}
+
+#[tokio::test]
+async fn the_limiter_kind_decides_the_wait_a_429_reports() {
+    // Two immediate requests to /subscription (2 per 3 s), then a third.
+    let wait = |limiter| async move {
+        let srv = FakeServer::start(FakeConfig {
+            rate_limits: true,
+            retry_after: RetryAfter::Always,
+            limiter,
+            ..cfg()
+        })
+        .await
+        .unwrap();
+        let w = retry_after_after(&srv, "/subscription", 2).await.unwrap();
+        w.parse::<f64>().unwrap()
+    };
+    // A token bucket refills one request after 1.5 s.
+    let gcra = wait(LimiterKind::Gcra).await;
+    assert!(gcra > 1.0 && gcra <= 1.5, "{gcra}");
+    // A sliding window waits for the first request to leave the 3 s window.
+    let sliding = wait(LimiterKind::SlidingWindow).await;
+    assert!(sliding > 2.5 && sliding <= 3.0, "{sliding}");
+    // A fixed window waits for the next calendar 3 s boundary, whenever that is.
+    let fixed = wait(LimiterKind::FixedWindow).await;
+    assert!(fixed > 0.0 && fixed <= 3.0, "{fixed}");
+}
+
+#[tokio::test]
+async fn stats_count_429s_per_path() {
+    let srv = FakeServer::start(FakeConfig {
+        rate_limits: true,
+        limiter: LimiterKind::SlidingWindow,
+        ..cfg()
+    })
+    .await
+    .unwrap();
+    for path in ["/customer", "/customer", "/customer", "/product"] {
+        get(&format!("{}{path}", srv.base_url)).await;
+    }
+    srv.inject(Fault {
+        path: Some("/order".into()),
+        kind: FaultKind::RateLimited {
+            retry_after_secs: None,
+        },
+        times: 1,
+    });
+    get(&format!("{}/order", srv.base_url)).await;
+    let stats = srv.stats();
+    assert_eq!(stats.rate_limited, 3);
+    let by_path: Vec<(&str, u64)> = stats
+        .rate_limited_by_path
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(by_path, vec![("/customer", 2), ("/order", 1)]);
+    let (_, json) = get_json(&format!("{}/_control/stats", srv.root_url)).await;
+    assert_eq!(json["rate_limited_by_path"]["/customer"], 2);
 }
 
 #[tokio::test]

@@ -713,7 +713,9 @@ mod tests {
             .unwrap()
             .execute_batch("CREATE TABLE t (x)")
             .unwrap();
-        let err = JournalReader::open(&path).err().expect("not a journal");
+        let Err(err) = JournalReader::open(&path) else {
+            panic!("a file without the journal's tables opened as a journal");
+        };
         assert!(matches!(err, JournalError::NotAJournal { .. }), "{err:?}");
         assert!(err.to_string().contains("journal_path"), "{err}");
     }
