@@ -8,7 +8,7 @@
 //! The client writes nothing into the engine's output: it returns typed results, keeps
 //! per-endpoint stats, and tells a [`RetryObserver`] about each retry it is about to make.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,8 +20,11 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::config::{Config, RetryPolicy};
+use crate::config::{Config, RateLimit, RetryPolicy};
 use crate::event::FailureType;
+
+/// The longest `Retry-After` honoured as given (a larger one is capped to this).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// A retry the client is about to make (after `wait`).
 #[derive(Debug, Clone)]
@@ -131,12 +134,28 @@ impl Counters {
     }
 }
 
+/// A 429 slows the endpoint by this factor ...
+const SLOWDOWN_ON_429: f64 = 1.2;
+/// ... and successes bring it back in steps of this factor, every so many successes ...
+const RECOVERY_STEP: f64 = 1.05;
+const RECOVER_AFTER_SUCCESSES: u32 = 20;
+/// ... but never back to the pace that was refused: at least this much slower than it
+/// (recovering to it would only be refused again: Loop's pool is shared with other apps).
+const ABOVE_REFUSED_PACE: f64 = 1.05;
+const MAX_SLOWDOWN: f64 = 8.0;
+
 struct Pace {
     base: Duration,
     slowdown: f64,
+    /// The slowest pace successes may bring `slowdown` back to.
+    floor: f64,
     successes: u32,
     limiter: Arc<DefaultDirectRateLimiter>,
     blocked_until: Option<Instant>,
+    /// When the endpoint's last `limit.requests` requests were sent, oldest first.
+    sends: VecDeque<Instant>,
+    /// The endpoint's first request has been answered.
+    first_answered: bool,
 }
 
 fn limiter_for(interval: Duration) -> Arc<DefaultDirectRateLimiter> {
@@ -147,23 +166,52 @@ fn limiter_for(interval: Duration) -> Arc<DefaultDirectRateLimiter> {
     Arc::new(RateLimiter::direct(quota))
 }
 
-/// Per-endpoint adaptive pacing.
+/// Per-endpoint adaptive pacing: evenly spaced requests at the endpoint's limit plus a
+/// safety margin (response times jitter, and a sliding-window limiter refuses a request
+/// that arrives a moment early), slower after a 429.
 struct Endpoint {
     pace: Mutex<Pace>,
+    /// `requests` per `window` (after the share of the pool), and the margin.
+    limit: RateLimit,
+    margin: f64,
     stats: Counters,
 }
 
 impl Endpoint {
-    fn new(interval: Duration) -> Self {
+    fn new(limit: RateLimit, margin: f64) -> Self {
+        let base = limit.interval().mul_f64(1.0 + margin);
         Endpoint {
             pace: Mutex::new(Pace {
-                base: interval,
+                base,
                 slowdown: 1.0,
+                floor: 1.0,
                 successes: 0,
-                limiter: limiter_for(interval),
+                limiter: limiter_for(base),
                 blocked_until: None,
+                sends: VecDeque::new(),
+                first_answered: false,
             }),
+            limit,
+            margin,
             stats: Counters::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pace> {
+        // (a panic while holding the lock leaves the pace usable)
+        self.pace.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Without a `Retry-After`: how long until the endpoint's own last requests leave a
+    /// trailing window of the limit (the strictest reading of "N per S seconds").
+    fn window_wait(&self) -> Duration {
+        let p = self.lock();
+        let window = Duration::from_secs_f64(self.limit.per_seconds * (1.0 + self.margin));
+        match p.sends.front() {
+            Some(oldest) if p.sends.len() >= self.limit.requests as usize => {
+                (*oldest + window).saturating_duration_since(Instant::now())
+            }
+            _ => p.base.mul_f64(p.slowdown),
         }
     }
 
@@ -171,7 +219,7 @@ impl Endpoint {
         let started = Instant::now();
         loop {
             let (limiter, blocked) = {
-                let p = self.pace.lock().expect("pace lock");
+                let p = self.lock();
                 (p.limiter.clone(), p.blocked_until)
             };
             if let Some(until) = blocked {
@@ -182,6 +230,11 @@ impl Endpoint {
                 }
             }
             limiter.until_ready().await;
+            let mut p = self.lock();
+            p.sends.push_back(Instant::now());
+            while p.sends.len() > self.limit.requests as usize {
+                p.sends.pop_front();
+            }
             break;
         }
         self.stats
@@ -189,20 +242,36 @@ impl Endpoint {
             .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// A response came back. The endpoint's first request also opened its connection, so
+    /// it may have reached Loop late, and the next one (on a warm connection) early: the
+    /// next one is paced from this response, not from when the first was sent.
+    fn answered(&self) {
+        let mut p = self.lock();
+        if p.first_answered {
+            return;
+        }
+        p.first_answered = true;
+        let next = Instant::now() + p.base.mul_f64(p.slowdown);
+        if p.blocked_until.is_none_or(|b| b < next) {
+            p.blocked_until = Some(next);
+        }
+    }
+
     fn on_success(&self) {
-        let mut p = self.pace.lock().expect("pace lock");
+        let mut p = self.lock();
         p.successes += 1;
-        if p.slowdown > 1.0 && p.successes >= 20 {
+        if p.slowdown > p.floor && p.successes >= RECOVER_AFTER_SUCCESSES {
             p.successes = 0;
-            p.slowdown = (p.slowdown / 1.1).max(1.0);
+            p.slowdown = (p.slowdown / RECOVERY_STEP).max(p.floor);
             p.limiter = limiter_for(p.base.mul_f64(p.slowdown));
         }
     }
 
     fn on_rate_limited(&self, wait: Duration) {
-        let mut p = self.pace.lock().expect("pace lock");
+        let mut p = self.lock();
         p.successes = 0;
-        p.slowdown = (p.slowdown * 1.25).min(8.0);
+        p.floor = (p.slowdown * ABOVE_REFUSED_PACE).min(MAX_SLOWDOWN);
+        p.slowdown = (p.slowdown * SLOWDOWN_ON_429).min(MAX_SLOWDOWN);
         p.limiter = limiter_for(p.base.mul_f64(p.slowdown));
         let until = Instant::now() + wait;
         if p.blocked_until.is_none_or(|b| b < until) {
@@ -270,7 +339,7 @@ impl LoopClient {
             .map(|name| {
                 (
                     name.clone(),
-                    Endpoint::new(config.rate_limit(name).interval()),
+                    Endpoint::new(config.rate_limit(name), config.pacing.rate_limit_margin),
                 )
             })
             .collect();
@@ -284,7 +353,10 @@ impl LoopClient {
             retry: config.pacing.retry.clone(),
             base_path,
             endpoints,
-            fallback: Endpoint::new(crate::config::FALLBACK_RATE_LIMIT.interval()),
+            fallback: Endpoint::new(
+                crate::config::FALLBACK_RATE_LIMIT,
+                config.pacing.rate_limit_margin,
+            ),
             stats: Counters::default(),
         })
     }
@@ -325,12 +397,14 @@ impl LoopClient {
 
         let started = Instant::now();
         let mut attempt: u32 = 0;
+        let mut limited_before = false;
         loop {
             attempt += 1;
             ep.acquire().await;
             ep.stats.requests.fetch_add(1, Ordering::Relaxed);
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let outcome = self.attempt(&url, &path, &query).await;
+            ep.answered();
             let (reason, rate_limited, retry_after) = match outcome {
                 Ok(page) => {
                     ep.on_success();
@@ -343,11 +417,15 @@ impl LoopClient {
                     retry_after,
                 }) => (reason, rate_limited, retry_after),
             };
-            // the server's word when it gave one, else exponential backoff with jitter
+            // The server's word when it gave one. Else, for a first 429: until our own
+            // recent requests leave the limit's window; for anything else (or a 429
+            // again): exponential backoff with jitter.
             let wait = match retry_after {
-                Some(w) => w.min(Duration::from_secs(600)),
+                Some(w) => w.min(MAX_RETRY_AFTER),
+                None if rate_limited && !limited_before => ep.window_wait(),
                 None => self.backoff(attempt),
             };
+            limited_before |= rate_limited;
             if rate_limited {
                 ep.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                 self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -585,22 +663,45 @@ mod tests {
         );
     }
 
+    fn endpoint() -> Endpoint {
+        Endpoint::new(
+            RateLimit {
+                requests: 2,
+                per_seconds: 0.2,
+            },
+            0.05,
+        )
+    }
+
     #[test]
-    fn a_429_slows_the_endpoint_and_successes_recover() {
-        let ep = Endpoint::new(Duration::from_millis(100));
+    fn a_429_slows_the_endpoint_and_successes_never_return_to_the_refused_pace() {
+        let ep = endpoint();
         ep.on_rate_limited(Duration::from_millis(10));
-        let slowed = ep.pace.lock().unwrap().slowdown;
-        assert!(slowed > 1.2, "{slowed}");
-        assert!(ep.pace.lock().unwrap().blocked_until.is_some());
+        let slowed = ep.lock().slowdown;
+        assert!(slowed >= SLOWDOWN_ON_429, "{slowed}");
+        assert!(ep.lock().blocked_until.is_some());
         ep.on_rate_limited(Duration::from_millis(10));
-        assert!(ep.pace.lock().unwrap().slowdown > slowed);
+        let refused = ep.lock().slowdown;
+        assert!(refused > slowed);
         for _ in 0..2000 {
             ep.on_success();
         }
-        assert_eq!(
-            ep.pace.lock().unwrap().slowdown,
-            1.0,
-            "back to the configured pace"
+        let recovered = ep.lock().slowdown;
+        assert!(recovered < refused, "successes speed it up again");
+        assert!(
+            recovered >= refused * ABOVE_REFUSED_PACE / SLOWDOWN_ON_429 - 1e-9,
+            "but not back to the pace that was refused: {recovered}"
         );
+    }
+
+    #[tokio::test]
+    async fn without_retry_after_a_429_waits_for_the_own_window_to_clear() {
+        let ep = endpoint();
+        ep.acquire().await;
+        ep.acquire().await;
+        // two requests within 0.2 s: the next fits when the first leaves the window
+        let wait = ep.window_wait();
+        assert!(wait > Duration::from_millis(50), "{wait:?}");
+        assert!(wait <= Duration::from_millis(210), "{wait:?}");
     }
 }

@@ -83,11 +83,13 @@ pub const RETRY_MAX_ELAPSED_SECONDS: IntKey = IntKey {
     max: 86_400,
     default: 900,
 };
+/// Pages a window aims at: each window costs about one request more than its pages (the
+/// check), and holds up to four times this many pages of records until it is verified.
 pub const WINDOW_TARGET_PAGES: IntKey = IntKey {
     key: "window_target_pages",
     min: 1,
     max: 1000,
-    default: 50,
+    default: 100,
 };
 /// A STATE after at most this many records: a kill re-sends at most this many.
 pub const CHECKPOINT_INTERVAL_RECORDS: IntKey = IntKey {
@@ -119,6 +121,10 @@ pub const RATE_LIMIT_MAX_PER_SECONDS: f64 = 3600.0;
 /// The share of Loop's store-wide pool this connector may use.
 pub const RATE_LIMIT_FRACTION_MIN: f64 = 0.01;
 pub const RATE_LIMIT_FRACTION_DEFAULT: f64 = 1.0;
+/// Requests are spaced this much wider than the limit (0.02 = 2 %): response times
+/// jitter, and a sliding-window limiter refuses a request that arrives a moment early.
+pub const RATE_LIMIT_MARGIN_MAX: f64 = 1.0;
+pub const RATE_LIMIT_MARGIN_DEFAULT: f64 = 0.02;
 
 /// A key with a fixed set of values (case-insensitive).
 #[derive(Debug, Clone, Copy)]
@@ -254,6 +260,7 @@ pub struct PacingSettings {
     /// Loop's defaults for every known endpoint, plus the user's overrides.
     pub rate_limits: BTreeMap<String, RateLimit>,
     pub rate_limit_fraction: f64,
+    pub rate_limit_margin: f64,
     pub max_concurrent_streams: usize,
     pub retry: RetryPolicy,
 }
@@ -583,6 +590,13 @@ fn read_pacing(r: &mut Reader) -> PacingSettings {
             1.0,
             RATE_LIMIT_FRACTION_DEFAULT,
             "; the share of Loop's store-wide rate limit this connector may use (1 = all of it)",
+        ),
+        rate_limit_margin: r.number_in(
+            "rate_limit_margin",
+            0.0,
+            RATE_LIMIT_MARGIN_MAX,
+            RATE_LIMIT_MARGIN_DEFAULT,
+            "; how much wider than the limit requests are spaced (0.05 = 5 %)",
         ),
         max_concurrent_streams: r.integer(&MAX_CONCURRENT_STREAMS) as usize,
         retry: read_retry(r),
@@ -967,6 +981,14 @@ mod tests {
         assert_eq!(
             props["rate_limit_fraction"]["minimum"],
             json!(RATE_LIMIT_FRACTION_MIN)
+        );
+        assert_eq!(
+            props["rate_limit_margin"]["default"],
+            json!(RATE_LIMIT_MARGIN_DEFAULT)
+        );
+        assert_eq!(
+            props["rate_limit_margin"]["maximum"],
+            json!(RATE_LIMIT_MARGIN_MAX as u64)
         );
     }
 }

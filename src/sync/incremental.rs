@@ -24,8 +24,12 @@ use super::emit::Emitter;
 use super::pager::{fixed_params, EarliestPage, Pager};
 use super::{Engine, SyncError};
 
-/// A window is read in at most this many times its target pages; beyond, it is split.
-const CAP_TARGETS: u32 = 2;
+/// A window that reaches this many times its target pages is probed (page `hard cap + 1`)
+/// before it is read further ...
+const SOFT_CAP_TARGETS: u32 = 2;
+/// ... and split when it holds more than this many times its target pages (memory: the
+/// window's records are held until it is verified).
+const HARD_CAP_TARGETS: u32 = 4;
 /// A window re-read this many times because its records moved is split instead.
 const SPLIT_AFTER_READS: u32 = 3;
 /// A one-second window that keeps changing after this many reads fails the stream
@@ -40,19 +44,22 @@ const MAX_LIVE_SECOND_READS: u32 = 3;
 const CHECK_OVERLAP_SECS: i64 = 2;
 /// Passes of the check over its own result when that result moves.
 const MAX_CHECK_PASSES: u32 = 6;
-/// A check longer than this many pages means too much changed to tell: re-read.
-const MAX_CHECK_PAGES: u32 = 20;
 /// A progress line every this many windows.
 const PROGRESS_EVERY_WINDOWS: u64 = 10;
 /// An oversized window's successor aims at this share of what the probe proved is there
 /// (records are rarely spread evenly: aim a little short rather than over the cap).
 const SHRINK_SAFETY: f64 = 0.8;
-/// A density estimate is trusted when the last window held at least this many pages,
-/// came within this factor of its estimate, and its two halves were within this factor
-/// of each other (density not changing fast).
-const TRUST_MIN_PAGES: f64 = 2.0;
-const TRUST_ESTIMATE_FACTOR: f64 = 1.5;
-const TRUST_GRADIENT_FACTOR: f64 = 2.0;
+/// The later half of a window predicts the next one when it held at least this many
+/// pages (the density changes along the data; the average lags behind) ...
+const TAIL_MIN_PAGES: f64 = 2.0;
+/// ... and the change from its earlier half is extrapolated, up to this factor either way.
+const MAX_EXTRAPOLATION: f64 = 4.0;
+/// A density whose later half is this many times its earlier half is rising fast: the
+/// next window's estimate is probed.
+const RISING: f64 = 1.5;
+/// After an empty window, the next one aims at this many times the target (what is known
+/// to lie ahead is found in fewer steps).
+const AFTER_EMPTY_TARGETS: f64 = 2.0;
 
 /// Seen in the server's filtered set: version instant and the page it was on.
 type Seen = HashMap<String, (i64, u32)>;
@@ -97,6 +104,7 @@ pub(super) async fn read(
     .await;
     while lo <= upper {
         let plan = planner.plan(lo, upper);
+        let requests_before = engine.client.endpoint_stats(w.endpoint.path).requests;
         let mut window = Window::new(engine, w, lo, plan.hi);
         let live_second = lo == plan.hi && plan.hi + window.padding() >= upper;
         match window.read(em, &plan, live_second).await? {
@@ -113,7 +121,7 @@ pub(super) async fn read(
                 break;
             }
             WindowOutcome::Split { more_than_pages } => {
-                planner.too_big(lo, plan.hi, more_than_pages);
+                planner.too_big(plan.hi, more_than_pages);
                 em.log(
                     Level::Info,
                     format!(
@@ -140,7 +148,22 @@ pub(super) async fn read(
             WindowOutcome::Done { records, pages } => {
                 em.report.windows += 1;
                 let times: Vec<i64> = records.iter().map(|r| r.at_ms).collect();
-                planner.done(lo, plan.hi, &times, pages, plan.estimated_pages);
+                em.log(
+                    Level::Debug,
+                    format!(
+                        "{}: window {}: {} records, {} pages, {} requests (estimated {} pages{})",
+                        def.name,
+                        window_name(lo, plan.hi),
+                        times.len(),
+                        pages,
+                        engine.client.endpoint_stats(w.endpoint.path).requests - requests_before,
+                        plan.estimated_pages
+                            .map_or("?".to_string(), |e| format!("{e:.1}")),
+                        if plan.probe_first { ", probed" } else { "" }
+                    ),
+                )
+                .await;
+                planner.done(lo, plan.hi, &times, pages);
                 for r in records {
                     if already.contains(&(r.id.clone(), r.at_ms)) {
                         continue;
@@ -218,10 +241,12 @@ impl Checkpoints {
 #[derive(Debug, Clone, Copy)]
 struct WindowPlan {
     hi: i64,
-    /// Pages beyond which the window is split instead of read.
-    cap: u32,
-    /// Ask for page `cap + 1` after page 1: the size is not known well enough.
-    probe: bool,
+    /// At this page (if there are more), ask whether page `hard_cap + 1` exists ...
+    soft_cap: u32,
+    /// ... and split the window if it does.
+    hard_cap: u32,
+    /// Nothing is known of the density: ask right after page 1.
+    probe_first: bool,
     estimated_pages: Option<f64>,
 }
 
@@ -231,13 +256,17 @@ struct WindowPlan {
 struct Planner {
     target_pages: f64,
     page_size: f64,
-    cap: u32,
-    /// Records per second expected just after the frontier.
+    soft_cap: u32,
+    hard_cap: u32,
+    /// Records per second expected just after the frontier, measured on the last window
+    /// (None when it was empty, or before the first).
     density: Option<f64>,
-    /// Whether `density` is trusted (else the next window is probed).
-    trusted: bool,
     /// A range ahead known to hold more than this many records: (end second, records).
     known_ahead: Option<(i64, f64)>,
+    /// The last window was empty.
+    after_empty: bool,
+    /// The density rose fast along the last window.
+    rising: bool,
 }
 
 impl Planner {
@@ -246,15 +275,20 @@ impl Planner {
         Planner {
             target_pages: f64::from(target),
             page_size: f64::from(page_size.max(1)),
-            cap: target.saturating_mul(CAP_TARGETS),
+            soft_cap: target.saturating_mul(SOFT_CAP_TARGETS),
+            hard_cap: target.saturating_mul(HARD_CAP_TARGETS),
             density: None,
-            trusted: false,
             known_ahead: None,
+            after_empty: false,
+            rising: false,
         }
     }
 
     fn plan(&self, lo: i64, upper: i64) -> WindowPlan {
-        let target = self.target_pages * self.page_size;
+        let mut target = self.target_pages * self.page_size;
+        if self.after_empty {
+            target *= AFTER_EMPTY_TARGETS;
+        }
         let ahead = self
             .known_ahead
             .filter(|(end, _)| *end >= lo)
@@ -273,20 +307,22 @@ impl Planner {
         let estimated_pages = density.map(|d| d * width as f64 / self.page_size);
         WindowPlan {
             hi,
-            cap: self.cap,
-            probe: !self.trusted || estimated_pages.is_none(),
+            soft_cap: self.soft_cap,
+            hard_cap: self.hard_cap,
+            // Ask before reading when the size is a guess: no measured density, a density
+            // rising fast, or a window reaching the present (where a real store's recent
+            // updates pile up).
+            probe_first: self.density.is_none() || self.rising || hi == upper,
             estimated_pages,
         }
     }
 
     /// `[lo, hi]` holds more than `pages` pages.
-    fn too_big(&mut self, lo: i64, hi: i64, pages: u32) {
-        let records = f64::from(pages) * self.page_size;
-        // aim the next window at the target, assuming the proven records evenly spread
-        let span = (hi - lo + 1) as f64;
-        self.density = Some(records / span / SHRINK_SAFETY);
-        self.known_ahead = Some((hi, records));
-        self.trusted = false;
+    fn too_big(&mut self, hi: i64, pages: u32) {
+        // the next windows assume the proven records evenly spread up to `hi` (a little
+        // more of them: they are rarely spread evenly), and are probed before being read
+        self.density = None;
+        self.known_ahead = Some((hi, f64::from(pages) * self.page_size / SHRINK_SAFETY));
     }
 
     /// `[lo, hi]` kept changing while paged: read it in halves.
@@ -294,45 +330,39 @@ impl Planner {
         let span = (hi - lo + 1) as f64;
         let target = self.target_pages * self.page_size;
         self.density = Some(2.0 * target / span);
-        self.trusted = false;
     }
 
     /// `[lo, hi]` was read: `times` are its records' instants (ms), in any order.
-    fn done(&mut self, lo: i64, hi: i64, times: &[i64], pages: u32, estimated: Option<f64>) {
+    fn done(&mut self, lo: i64, hi: i64, times: &[i64], pages: u32) {
         let span = (hi - lo + 1) as f64;
         let n = times.len() as f64;
         if let Some((end, ahead)) = self.known_ahead {
             let left = ahead - n;
             self.known_ahead = (end > hi && left > 0.0).then_some((end, left));
         }
+        self.after_empty = times.is_empty();
         if times.is_empty() {
             // nothing here: the density ahead is unknown (what is known ahead still holds)
             self.density = None;
-            self.trusted = false;
             return;
         }
-        let average = n / span;
-        // the later half predicts the next window better when the density changes
+        // the later half predicts the next window better when the density changes, and
+        // its change from the earlier half goes on (real stores: most updates are recent)
         let mid_ms = (lo * 1000 + hi * 1000 + 999) / 2;
         let later = times.iter().filter(|t| **t > mid_ms).count() as f64;
         let earlier = n - later;
-        let half = span / 2.0;
-        let later_density = later / half;
-        let enough = f64::from(pages) >= TRUST_MIN_PAGES && span >= 2.0;
-        self.density = Some(if enough && later > 0.0 {
-            later_density
+        let tail = f64::from(pages) >= TAIL_MIN_PAGES && span >= 2.0 && later > 0.0;
+        self.rising = tail && later > RISING * earlier;
+        self.density = Some(if !tail {
+            n / span
         } else {
-            average
+            let trend = if earlier > 0.0 {
+                (later / earlier).clamp(1.0 / MAX_EXTRAPOLATION, MAX_EXTRAPOLATION)
+            } else {
+                MAX_EXTRAPOLATION
+            };
+            later / (span / 2.0) * trend
         });
-        let gradient_ok = earlier > 0.0
-            && later > 0.0
-            && (later / earlier) <= TRUST_GRADIENT_FACTOR
-            && (earlier / later) <= TRUST_GRADIENT_FACTOR;
-        let estimate_ok = estimated.is_some_and(|e| {
-            let actual = f64::from(pages.max(1));
-            actual <= e.max(1.0) * TRUST_ESTIMATE_FACTOR && e <= actual * TRUST_ESTIMATE_FACTOR
-        });
-        self.trusted = enough && gradient_ok && (estimate_ok || self.trusted);
     }
 }
 
@@ -470,22 +500,22 @@ impl<'a> Window<'a> {
                 if !has_next || !splittable || attempt > 1 {
                     continue;
                 }
-                if page_no >= plan.cap {
+                if page_no >= plan.hard_cap {
                     return Ok(WindowOutcome::Split {
-                        more_than_pages: plan.cap,
+                        more_than_pages: plan.hard_cap,
                     });
                 }
-                if page_no == 1 && plan.probe {
-                    // Is there a page beyond the cap? Its records are not kept: only pages
-                    // read in order count (a record moving under an out-of-order read
-                    // could shift another past us).
+                if (page_no == 1 && plan.probe_first) || page_no == plan.soft_cap {
+                    // Is there a page beyond the hard cap? Its records are not kept: only
+                    // pages read in order count (a record moving under an out-of-order
+                    // read could shift another past us).
                     let probe = engine
                         .client
-                        .get_page(self.w.endpoint.path, &params, plan.cap + 1, &retry_log)
+                        .get_page(self.w.endpoint.path, &params, plan.hard_cap + 1, &retry_log)
                         .await?;
                     if !probe.records.is_empty() {
                         return Ok(WindowOutcome::Split {
-                            more_than_pages: plan.cap,
+                            more_than_pages: plan.hard_cap,
                         });
                     }
                 }
@@ -551,21 +581,12 @@ impl<'a> Window<'a> {
         // another record past us; the check is then paged again from the moved record's
         // old page. (No record can leave the check's set: it has no upper bound.)
         let mut in_check: HashMap<String, (i64, u32)> = HashMap::new();
-        let mut from_page = 1;
+        // (A long check is only many records changed anywhere in the store since paging
+        // started: it is read to the end, since reading the window again would meet the
+        // same long check.)
         for _pass in 0..MAX_CHECK_PASSES {
             let mut rescan_from = EarliestPage::default();
-            loop {
-                if pager
-                    .upcoming()
-                    .is_some_and(|p| p >= from_page + MAX_CHECK_PAGES)
-                {
-                    // too much changed to tell: read the window again
-                    changed_from.note(1);
-                    return Ok(changed_from);
-                }
-                let Some((page_no, page)) = pager.next_page(&retry_log).await? else {
-                    break;
-                };
+            while let Some((page_no, page)) = pager.next_page(&retry_log).await? {
                 for mut rec in page.records {
                     em.normalizer.normalize(&mut rec);
                     let (Some(id), Some(t)) = (
@@ -591,10 +612,7 @@ impl<'a> Window<'a> {
             }
             match rescan_from.get() {
                 None => return Ok(changed_from),
-                Some(p) => {
-                    from_page = p;
-                    pager.restart_at(p);
-                }
+                Some(p) => pager.restart_at(p),
             }
         }
         // the check kept moving: read the window again
@@ -620,44 +638,47 @@ mod tests {
         let p = Planner::new(50, 50);
         let plan = p.plan(0, 999);
         assert_eq!(plan.hi, 999);
-        assert!(plan.probe);
+        assert!(plan.probe_first);
+        assert_eq!((plan.soft_cap, plan.hard_cap), (100, 200));
     }
 
     #[test]
-    fn a_window_proven_too_big_is_followed_by_a_smaller_probed_one() {
+    fn a_window_proven_too_big_is_followed_by_a_smaller_one() {
         let mut p = Planner::new(50, 50);
-        p.too_big(0, 999, 100);
+        p.too_big(999, 200);
         let plan = p.plan(0, 999);
-        // 5000 records in 1000 s, aimed at 2500 records with a safety margin
-        assert!(plan.hi < 500 && plan.hi > 300, "{plan:?}");
-        assert!(plan.probe);
+        // 10 000 records in 1000 s, aimed at 2500 records with a safety margin
+        assert!(plan.hi < 250 && plan.hi > 150, "{plan:?}");
+        assert!(plan.probe_first, "a guessed size is probed");
     }
 
     #[test]
-    fn steady_density_is_trusted_and_not_probed() {
+    fn the_next_window_follows_the_density_of_the_later_half() {
         let mut p = Planner::new(10, 50);
-        // 500 records evenly over [0, 999], as estimated
-        let times: Vec<i64> = (0..500).map(|i| i * 2000).collect();
-        p.done(0, 999, &times, 10, Some(10.0));
-        let plan = p.plan(1000, 100_000);
-        assert_eq!(plan.hi, 1999);
-        assert!(!plan.probe, "{p:?}");
-    }
-
-    #[test]
-    fn a_steep_density_change_is_probed() {
-        let mut p = Planner::new(10, 50);
-        // 500 records, 450 of them in the window's later half
+        // 500 records over [0, 999]: 100 in the first half, 400 in the second
         let times: Vec<i64> = (0..500)
             .map(|i| {
-                if i < 50 {
-                    i * 10_000
+                if i < 100 {
+                    i * 5000
                 } else {
-                    500_000 + i * 900
+                    500_000 + (i - 100) * 1249
                 }
             })
             .collect();
-        p.done(0, 999, &times, 10, Some(10.0));
-        assert!(p.plan(1000, 100_000).probe, "{p:?}");
+        p.done(0, 999, &times, 10);
+        // 400 records per 500 s, rising 4x: 500 records in 156 s
+        let plan = p.plan(1000, 100_000);
+        assert_eq!(plan.hi, 1000 + 156 - 1);
+    }
+
+    #[test]
+    fn an_empty_window_keeps_what_is_known_ahead() {
+        let mut p = Planner::new(50, 50);
+        p.too_big(9999, 200);
+        let first = p.plan(0, 9999);
+        p.done(0, first.hi, &[], 1);
+        let next = p.plan(first.hi + 1, 9999);
+        // still 10 000 records somewhere in the rest of the range
+        assert!(next.hi < 9999 && next.estimated_pages.is_some(), "{next:?}");
     }
 }

@@ -61,11 +61,6 @@ impl<'a> Pager<'a> {
         Ok(Some((page_no, page)))
     }
 
-    /// The page `next_page` will fetch, if any.
-    pub fn upcoming(&self) -> Option<u32> {
-        self.next
-    }
-
     /// Continue from `page` (records moved: read again from there).
     pub fn restart_at(&mut self, page: u32) {
         self.next = Some(page);
