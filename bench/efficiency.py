@@ -7,12 +7,14 @@ One command (after `cargo build --release --workspace --bins`):
 
     python3 bench/efficiency.py                  # ~10 min: every scenario below
     python3 bench/efficiency.py --quick          # ~2 min: smaller data, no 1 000 000 store
-    python3 bench/efficiency.py --json out.json  # also write every number as JSON
+    python3 bench/efficiency.py --json out.json --markdown out.md  # every number; README table
 
 Options: --bin-dir DIR (fake-loop and source-loop; default $CARGO_TARGET_DIR/release, else
 target/release), --scale F (time scale of Loop's rate limits, default 0.1), --no-declarative
-(source-loop only: no venv), --no-new-flags (a fake-loop without --limiter/--distribution:
-run only the dimensions it has), --timeout S (per sync, default 900).
+(source-loop only: no venv), --no-new-flags (a fake-loop without --limiter, --distribution
+and --retry-after rounded-up: run only the dimensions it has; without this switch such a
+fake-loop is an error), --only first-sync|rate-limited|incremental (repeatable),
+--timeout S (per sync, default 900).
 
 It starts everything itself on 127.0.0.1 and talks to nothing else. The declarative source
 runs from a venv this script creates once and reuses: airbyte-cdk at the pin of
@@ -29,7 +31,8 @@ never from a connector's logs:
   request that says so), summed over the streams of the sync;
 - 429s: the fake's `rate_limited` counter (per endpoint when its stats carry a per-path map);
 - wall: from starting the connector to its exit (for the declarative source this includes
-  Python's start-up, about 2 s);
+  Python's start-up, 1-2 s); "active" is first to last request as seen by polling the fake's
+  stats every 50 ms, start-up excluded;
 - theoretical minimum (rate-limited scenarios): streams run in parallel, each endpoint at its
   own limit, so max over streams of (pages - 1) x interval(endpoint) x scale, where
   interval = period / requests (subscription, order, activityLog 1.5 s, customer 1 s,
@@ -416,7 +419,7 @@ def run_connector(label: str, tag: str, argv: list[str], env: dict | None, timeo
     wall = time.monotonic() - t0
     done.set()
     poller.join(30)
-    active = spans[1] - spans[0] + POLL_S if len(spans) == 2 else None
+    active = min(wall, spans[1] - spans[0] + POLL_S) if len(spans) == 2 else None
     records: collections.Counter[str] = collections.Counter()
     distinct: dict[str, set] | None = {s: set() for s in streams} if keys else None
     states: dict[str, dict] = {}
@@ -715,6 +718,31 @@ def side_by_side(results: list[dict], labels: list[str]) -> str:
     return render(head, rows)
 
 
+def markdown(doc: dict, labels: list[str]) -> str:
+    """The side-by-side numbers as a README table, with date, machine and command."""
+    mach = doc["machine"]
+    lines = [f"Measured {doc['date'][:10]} on {mach['cpus']} cores ({mach['cpu_model']}, {mach['memory']}), "
+             f"`{doc['command']}`" + (f", airbyte-cdk {doc['airbyte_cdk']}" if doc.get("airbyte_cdk") else "")
+             + f", {doc['total_s']:.0f} s in all." + (" " + "; ".join(doc["notes"]) + "." if doc["notes"] else ""),
+             ""]
+    who = " / ".join(SHORT[l] for l in labels)
+    lines.append(f"| scenario | requests ÷ min pages ({who}) | 429s ({who}) | wall ÷ theoretical min ({who}) |")
+    lines.append("|---|---|---|---|")
+    for r in doc["scenarios"]:
+        by = {m["connector"]: m for m in r["runs"]}
+        ratio, http_429, wall = [], [], []
+        for l in labels:
+            m = by.get(l) or {}
+            ratio.append("–" if "ratio" not in m else f"{m['ratio']:.2f}" + ("" if m.get("complete") else " (incomplete)"))
+            ep = m.get("http_429_by_endpoint")
+            http_429.append("–" if "http_429" not in m else
+                            f"{m['http_429']}" + (f" (≤{max(ep.values(), default=0)}/endpoint)" if ep is not None else ""))
+            wall.append("–" if "wall_ratio" not in m else f"{m['wall_ratio']:.2f}")
+        name = r["scenario"] + (f", min {r['theoretical_min_s']:.1f} s" if "theoretical_min_s" in r else "")
+        lines.append(f"| {name} | {' / '.join(ratio)} | {' / '.join(http_429)} | {' / '.join(wall)} |")
+    return "\n".join(lines) + "\n"
+
+
 def render(head: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
     left = 2 if len(head) > 1 and head[1] == "connector" else 1
@@ -751,6 +779,7 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=0.1, help="time scale of Loop's rate limits (default %(default)s)")
     ap.add_argument("--quick", action="store_true", help="smaller data, no 1 000 000-subscription store (~2 min)")
     ap.add_argument("--json", type=Path, help="also write every number here")
+    ap.add_argument("--markdown", type=Path, help="also write the side-by-side table here, for the README")
     ap.add_argument("--no-declarative", action="store_true", help="source-loop only (no venv)")
     ap.add_argument("--no-new-flags", action="store_true",
                     help="fake-loop without --limiter/--distribution/--retry-after rounded-up: run what it has")
@@ -839,21 +868,24 @@ def main() -> None:
           "the declarative source without its api_budget, decl+budget = with it):" % TARGET)
     print(side_by_side(results, labels))
     print(f"\ntotal {total:.0f}s; scale {a.scale:g}; " + "; ".join(notes))
+    cdk = None
+    if venv is not None:
+        cdk = subprocess.run([str(venv / "bin" / "python"), "-c",
+                              "from importlib.metadata import version; print(version('airbyte-cdk'))"],
+                             capture_output=True, text=True).stdout.strip()
+    doc = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "command": " ".join(["python3", "bench/efficiency.py", *sys.argv[1:]]),
+           "machine": machine(), "airbyte_cdk": cdk, "scale": a.scale, "quick": quick,
+           "fake_loop_flags": flags.__dict__, "notes": notes, "total_s": round(total, 1),
+           "targets": {"requests_per_min_pages": TARGET, "wall_per_theoretical_min": TARGET,
+                       "max_429_per_endpoint": 1},
+           "scenarios": results}
     if a.json:
-        cdk = None
-        if venv is not None:
-            cdk = subprocess.run([str(venv / "bin" / "python"), "-c",
-                                  "from importlib.metadata import version; print(version('airbyte-cdk'))"],
-                                 capture_output=True, text=True).stdout.strip()
-        doc = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-               "command": " ".join(["python3", "bench/efficiency.py", *sys.argv[1:]]),
-               "machine": machine(), "airbyte_cdk": cdk, "scale": a.scale, "quick": quick,
-               "fake_loop_flags": flags.__dict__, "notes": notes, "total_s": round(total, 1),
-               "targets": {"requests_per_min_pages": TARGET, "wall_per_theoretical_min": TARGET,
-                           "max_429_per_endpoint": 1},
-               "scenarios": results}
-        a.json.write_text(json.dumps(doc, indent=1, default=sorted))
+        a.json.write_text(json.dumps(doc, indent=1))
         log(f"wrote {a.json}")
+    if a.markdown:
+        a.markdown.write_text(markdown(doc, labels))
+        log(f"wrote {a.markdown}")
 
 
 if __name__ == "__main__":
