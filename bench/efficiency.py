@@ -706,14 +706,18 @@ def table(results: list[dict]) -> str:
 
 def side_by_side(results: list[dict], labels: list[str]) -> str:
     head = ["scenario"] + [f"req/min {SHORT[l]}" for l in labels] + [f"wall/min {SHORT[l]}" for l in labels] + \
-           [f"429s {SHORT[l]}" for l in labels]
+           [f"429s (max/ep) {SHORT[l]}" for l in labels]
     rows = []
     for r in results:
         by = {m["connector"]: m for m in r["runs"]}
         row = [r["scenario"]]
-        for key, spec in (("ratio", ".3f"), ("wall_ratio", ".3f"), ("http_429", "")):
+        for key, spec in (("ratio", ".3f"), ("wall_ratio", ".3f")):
             for l in labels:
                 row.append(fmt(by.get(l, {}).get(key), spec))
+        for l in labels:
+            m = by.get(l, {})
+            ep = m.get("http_429_by_endpoint")
+            row.append(fmt(m.get("http_429")) + (f" ({max(ep.values(), default=0)})" if ep is not None else ""))
         rows.append(row)
     return render(head, rows)
 
@@ -736,7 +740,7 @@ def markdown(doc: dict, labels: list[str]) -> str:
             ratio.append("–" if "ratio" not in m else f"{m['ratio']:.2f}" + ("" if m.get("complete") else " (incomplete)"))
             ep = m.get("http_429_by_endpoint")
             http_429.append("–" if "http_429" not in m else
-                            f"{m['http_429']}" + (f" (≤{max(ep.values(), default=0)}/endpoint)" if ep is not None else ""))
+                            f"{m['http_429']}" + (f" (max {max(ep.values())}/endpoint)" if ep else ""))
             wall.append("–" if "wall_ratio" not in m else f"{m['wall_ratio']:.2f}")
         name = r["scenario"] + (f", min {r['theoretical_min_s']:.1f} s" if "theoretical_min_s" in r else "")
         lines.append(f"| {name} | {' / '.join(ratio)} | {' / '.join(http_429)} | {' / '.join(wall)} |")
@@ -819,7 +823,7 @@ def main() -> None:
 
     quick = a.quick
     subs = 5_000 if quick else 20_000
-    rl_counts = proportional(1_000 if quick else 2_000)
+    rl_counts = proportional(500 if quick else 2_000)
     distributions = DISTRIBUTIONS if flags.distribution else ["default"]
     decl_distribution = "uniform" if "uniform" in distributions else "default"
     limiters = LIMITER_KINDS if flags.limiter else [None]
@@ -867,7 +871,7 @@ def main() -> None:
     print("side by side (target <= %.2f; wall/min only where rate-limited; loop = source-loop, decl = "
           "the declarative source without its api_budget, decl+budget = with it):" % TARGET)
     print(side_by_side(results, labels))
-    print(f"\ntotal {total:.0f}s; scale {a.scale:g}; " + "; ".join(notes))
+    print(f"\ntotal {total:.0f}s; scale {a.scale:g}" + "".join("; " + n for n in notes))
     cdk = None
     if venv is not None:
         cdk = subprocess.run([str(venv / "bin" / "python"), "-c",
