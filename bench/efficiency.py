@@ -5,7 +5,7 @@ the same five endpoints, run by airbyte-cdk, in the same run and on the same fak
 
 One command (after `cargo build --release --workspace --bins`):
 
-    python3 bench/efficiency.py                  # ~10 min: every scenario below
+    python3 bench/efficiency.py                  # ~8 min: every scenario below
     python3 bench/efficiency.py --quick          # ~2 min: smaller data, no 1 000 000 store
     python3 bench/efficiency.py --json out.json --markdown out.md  # every number; README table
 
@@ -42,7 +42,8 @@ Scenarios:
 
 1. first sync without rate limits, per data distribution (default, uniform, recent, bursts)
    at 20 000 subscriptions with the other streams in proportion; the declarative source on
-   the uniform one. Then subscriptions alone at 1 000 000 (skipped by --quick; served in
+   the uniform one (without its api_budget: with no limits to meet, the budget would only
+   pace the same requests at Loop's rate, two minutes more for the same count). Then subscriptions alone at 1 000 000 (skipped by --quick; served in
    updatedAt order, which the fake indexes, so the fake is not the bottleneck).
 2. first sync at Loop's limits x --scale, all five streams, ~2 000 subscriptions' worth of data,
    under each limiter kind (gcra, sliding-window, fixed-window) with Retry-After rounded up
