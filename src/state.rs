@@ -193,3 +193,50 @@ impl StreamState {
         Value::Object(m)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever versions are emitted in cursor order, on top of whatever state: the
+        /// cursor is the newest instant emitted, and the boundary is exactly the versions
+        /// emitted in the cursor's second (what the next sync must not send again).
+        #[test]
+        fn advancing_keeps_the_cursor_and_its_seconds_versions(
+            start in proptest::option::of(0i64..10_000),
+            mut emitted in proptest::collection::vec((0u32..50, 0i64..10_000), 0..60),
+        ) {
+            emitted.sort_by_key(|(_, t)| *t);
+            let mut st = StreamState::default();
+            let mut all: Vec<(String, i64)> = Vec::new();
+            if let Some(t) = start {
+                st.advance("start".into(), t);
+                all.push(("start".into(), t));
+            }
+            for (id, t) in &emitted {
+                // in cursor order from the saved cursor's second on, as a sync emits
+                if start.is_some_and(|s| t.div_euclid(1000) < s.div_euclid(1000)) {
+                    continue;
+                }
+                st.advance(id.to_string(), *t);
+                all.push((id.to_string(), *t));
+            }
+            let newest = all.iter().map(|(_, t)| *t).max();
+            prop_assert_eq!(st.cursor.map(|c| c.timestamp_millis()), newest);
+            if let Some(newest) = newest {
+                let sec = newest.div_euclid(1000);
+                let mut want: Vec<Emitted> = all
+                    .iter()
+                    .filter(|(_, t)| t.div_euclid(1000) == sec)
+                    .map(|(id, t)| Emitted { id: id.clone(), at_ms: *t })
+                    .collect();
+                let mut got = st.boundary.clone();
+                want.sort();
+                got.sort();
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
+}

@@ -85,7 +85,7 @@ pub(super) async fn read(
         .map(|e| (e.id.clone(), e.at_ms))
         .collect();
     let page_size = engine.client.page_size();
-    let mut planner = Planner::new(config.window_target_pages, page_size);
+    let mut planner = Planner::new(config.window_target_pages, page_size, st.cursor.is_some());
     let mut checkpoints = Checkpoints {
         every: engine.config.sync.checkpoint_interval_records,
         since_last: 0,
@@ -267,10 +267,13 @@ struct Planner {
     after_empty: bool,
     /// The density rose fast along the last window.
     rising: bool,
+    /// No window has been read yet in an incremental sync (one resuming from a cursor):
+    /// its first window holds the changes since the last sync, rarely more than the caps.
+    resuming: bool,
 }
 
 impl Planner {
-    fn new(target_pages: u32, page_size: u32) -> Self {
+    fn new(target_pages: u32, page_size: u32, resuming: bool) -> Self {
         let target = target_pages.max(1);
         Planner {
             target_pages: f64::from(target),
@@ -281,6 +284,7 @@ impl Planner {
             known_ahead: None,
             after_empty: false,
             rising: false,
+            resuming,
         }
     }
 
@@ -309,16 +313,17 @@ impl Planner {
             hi,
             soft_cap: self.soft_cap,
             hard_cap: self.hard_cap,
-            // Ask before reading when the size is a guess: no measured density, a density
-            // rising fast, or a window reaching the present (where a real store's recent
-            // updates pile up).
-            probe_first: self.density.is_none() || self.rising || hi == upper,
+            // Ask before reading when the size is a guess: no measured density (but for
+            // the changes since the last sync), a density rising fast, or a window
+            // reaching the present (where a real store's recent updates pile up).
+            probe_first: !self.resuming && (self.density.is_none() || self.rising || hi == upper),
             estimated_pages,
         }
     }
 
     /// `[lo, hi]` holds more than `pages` pages.
     fn too_big(&mut self, hi: i64, pages: u32) {
+        self.resuming = false;
         // the next windows assume the proven records evenly spread up to `hi` (a little
         // more of them: they are rarely spread evenly), and are probed before being read
         self.density = None;
@@ -334,6 +339,7 @@ impl Planner {
 
     /// `[lo, hi]` was read: `times` are its records' instants (ms), in any order.
     fn done(&mut self, lo: i64, hi: i64, times: &[i64], pages: u32) {
+        self.resuming = false;
         let span = (hi - lo + 1) as f64;
         let n = times.len() as f64;
         if let Some((end, ahead)) = self.known_ahead {
@@ -635,7 +641,7 @@ mod tests {
 
     #[test]
     fn an_unknown_density_reads_the_whole_range_with_a_probe() {
-        let p = Planner::new(50, 50);
+        let p = Planner::new(50, 50, false);
         let plan = p.plan(0, 999);
         assert_eq!(plan.hi, 999);
         assert!(plan.probe_first);
@@ -644,7 +650,7 @@ mod tests {
 
     #[test]
     fn a_window_proven_too_big_is_followed_by_a_smaller_one() {
-        let mut p = Planner::new(50, 50);
+        let mut p = Planner::new(50, 50, false);
         p.too_big(999, 200);
         let plan = p.plan(0, 999);
         // 10 000 records in 1000 s, aimed at 2500 records with a safety margin
@@ -654,7 +660,7 @@ mod tests {
 
     #[test]
     fn the_next_window_follows_the_density_of_the_later_half() {
-        let mut p = Planner::new(10, 50);
+        let mut p = Planner::new(10, 50, false);
         // 500 records over [0, 999]: 100 in the first half, 400 in the second
         let times: Vec<i64> = (0..500)
             .map(|i| {
@@ -673,7 +679,7 @@ mod tests {
 
     #[test]
     fn an_empty_window_keeps_what_is_known_ahead() {
-        let mut p = Planner::new(50, 50);
+        let mut p = Planner::new(50, 50, false);
         p.too_big(9999, 200);
         let first = p.plan(0, 9999);
         p.done(0, first.hi, &[], 1);

@@ -2,8 +2,6 @@
 //! resumable from the last STATE without a gap.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fake_loop::{FakeConfig, Fault, FaultKind, Mutation, PageOrder, RetryAfter};
@@ -238,43 +236,6 @@ fn rate_limits_with_and_without_retry_after_still_complete() {
             "the test must provoke 429s"
         );
     }
-}
-
-/// Run a read, SIGKILL it once `kill_after` lines have been read from its stdout (any
-/// point: mid-window, mid-page, right after a STATE); returns the messages printed before
-/// the kill and whether it finished on its own.
-fn read_and_kill(dir: &std::path::Path, state: &Value, kill_after: usize) -> (Vec<Value>, bool) {
-    let sp = write_json(dir, "state.json", state);
-    let mut child = Command::new(bin())
-        .args([
-            "read",
-            "--config",
-            p(&dir.join("config.json")),
-            "--catalog",
-            p(&dir.join("catalog.json")),
-            "--state",
-            p(&sp),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let mut msgs = Vec::new();
-    let mut killed = false;
-    for line in BufReader::new(out).lines() {
-        let Ok(line) = line else { break };
-        let Ok(v) = serde_json::from_str::<Value>(&line) else {
-            break;
-        };
-        msgs.push(v);
-        if msgs.len() >= kill_after && !killed {
-            child.kill().unwrap();
-            killed = true;
-        }
-    }
-    let status = child.wait().unwrap();
-    (msgs, !killed && status.success())
 }
 
 fn kill_resume_case(seed: u64, order: PageOrder, kills: Vec<usize>, churn: u64) {

@@ -2,7 +2,7 @@
 //! with a time limit, pick messages apart.
 #![allow(dead_code)]
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -284,4 +284,50 @@ pub fn ms(s: &str) -> i64 {
 /// the next second's. Tests that change data and sync at once wait this long first.
 pub fn settle() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
+}
+
+/// Run a read, SIGKILL it once `kill_after` lines have been read from its stdout (any
+/// point: mid-window, mid-page, right after a STATE); returns the messages printed before
+/// the kill and whether it finished on its own.
+pub fn read_and_kill(
+    dir: &std::path::Path,
+    state: &Value,
+    kill_after: usize,
+) -> (Vec<Value>, bool) {
+    let sp = write_json(dir, "state.json", state);
+    let mut child = Command::new(bin())
+        .args([
+            "read",
+            "--config",
+            p(&dir.join("config.json")),
+            "--catalog",
+            p(&dir.join("catalog.json")),
+            "--state",
+            p(&sp),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut msgs = Vec::new();
+    let mut killed = false;
+    for line in BufReader::new(out).lines() {
+        let Ok(line) = line else { break };
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            break;
+        };
+        msgs.push(v);
+        if msgs.len() >= kill_after && !killed {
+            child.kill().unwrap();
+            killed = true;
+        }
+    }
+    let status = child.wait().unwrap();
+    (msgs, !killed && status.success())
+}
+
+/// A first sync, SIGKILLed once `kill_after` lines were read from its stdout.
+pub fn read_until(dir: &Path, kill_after: usize) -> Vec<Value> {
+    read_and_kill(dir, &json!([]), kill_after).0
 }

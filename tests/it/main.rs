@@ -4,6 +4,7 @@
 mod harness;
 
 mod cli;
+mod efficiency;
 mod faults;
 mod incremental;
 mod normalization;
