@@ -165,6 +165,13 @@ pub(crate) struct RetryLog {
     sink: Sink,
 }
 
+impl RetryLog {
+    /// The writer stopped (e.g. stdout closed): nothing more should be read.
+    pub fn output_closed(&self) -> bool {
+        self.sink.is_closed()
+    }
+}
+
 impl RetryObserver for RetryLog {
     fn retrying(&self, notice: RetryNotice) {
         let event = Event::log(Level::Warn, notice.to_string());

@@ -4,23 +4,32 @@
 //!
 //! ## Incremental streams: windows that cannot lose a record
 //! Loop pages by offset in an undocumented order, and records move while we page. The
-//! engine reads whole-second time windows `[lo, hi]` up to the sync's start second
-//! (`incremental`):
+//! engine reads whole-second time windows `[lo, hi]` up to the second the sync started
+//! in (`incremental`):
 //! * a window answered in one page is a snapshot: done;
 //! * a window that takes several pages is followed by a *check*: one filtered query for
 //!   everything updated since the window's paging started (server clock, from `Date`).
 //!   If a record we had already seen in the window changed meanwhile, its move may have
 //!   shifted later records past us, so the window is re-read from the page where that
 //!   record was (a removal only shifts positions after it). Records that joined the
-//!   window are emitted from the check itself;
+//!   window are taken from the check itself;
+//! * only pages read in order count: a probe for a window's size (page `cap + 1`) is
+//!   never kept, since a record moving under an out-of-order read could shift another
+//!   past us;
 //! * a window that keeps changing is split; a one-second window is re-read until it is
-//!   stable (bounded attempts);
-//! * a window far larger than the target is abandoned and split (what it emitted is
-//!   remembered, so nothing is emitted twice).
+//!   stable (bounded attempts), except the sync's own start second, which is left to the
+//!   next sync when it keeps changing (changes made after the start land there).
 //!
-//! After each completed window the stream's STATE moves to the newest instant emitted so
-//! far, with the record versions emitted in that second, so the next sync re-reads that
-//! second without re-emitting them. The window width adapts to the data's density.
+//! A window's records are held until it is verified, then emitted in cursor order. The
+//! stream's STATE moves to the newest instant emitted, with the record versions emitted
+//! in that second, after every `checkpoint_interval_records` records and after each
+//! window: a STATE never claims a record that was not emitted, and the next sync re-reads
+//! the cursor's second without re-emitting those versions. A kill at any moment re-sends
+//! at most the records since the last STATE.
+//!
+//! Window size only decides cost, never correctness: a planner aims each window at
+//! `window_target_pages` from the density seen so far, and probes before reading a
+//! window whose size is a guess (requests ÷ minimum pages is printed per stream).
 //!
 //! Full-refresh streams watch themselves for records moving while they page
 //! (`full_refresh`); the webhook journal is a stream of its own and folds newer versions

@@ -1,9 +1,10 @@
 //! The page loop, written once: a cursor over the pages of one filtered query that can
 //! be sent back to an earlier page when records moved under it.
 
-use crate::client::{LoopClient, Page, RetryObserver};
+use crate::client::{LoopClient, Page};
 use crate::streams::Endpoint;
 
+use super::emit::RetryLog;
 use super::SyncError;
 
 /// The query parameters every request of the endpoint sends (e.g. `type=ALL`).
@@ -45,14 +46,18 @@ impl<'a> Pager<'a> {
         }
     }
 
-    /// The next page and its number, or None after the last page.
+    /// The next page and its number, or None after the last page. Stops as soon as the
+    /// output is gone (`read | head`): no request is made for records nobody reads.
     pub async fn next_page(
         &mut self,
-        observer: &dyn RetryObserver,
+        observer: &RetryLog,
     ) -> Result<Option<(u32, Page)>, SyncError> {
         let Some(page_no) = self.next else {
             return Ok(None);
         };
+        if observer.output_closed() {
+            return Err(SyncError::OutputClosed);
+        }
         let page = self
             .client
             .get_page(self.endpoint, &self.params, page_no, observer)
