@@ -32,8 +32,17 @@ pub fn spawn_writer<W: Writer>(
         let started = Instant::now();
         let mut result = Ok(());
         while let Some(event) = rx.blocking_recv() {
-            if let Event::Record { stream, .. } = &event {
-                *counts.entry(stream).or_default() += 1;
+            match &event {
+                Event::Record { stream, .. } => *counts.entry(stream).or_default() += 1,
+                // the protocol carries it on stdout, often into a file: a person at the
+                // terminal sees it too
+                Event::Error { message, .. } => {
+                    if progress {
+                        let _ = write!(io::stderr(), "\r\x1b[K");
+                    }
+                    error_line(message);
+                }
+                _ => {}
             }
             if let Err(e) = writer.write(&event) {
                 result = Err(e);
@@ -52,6 +61,11 @@ pub fn spawn_writer<W: Writer>(
         }
         result
     })
+}
+
+/// One human line on stderr for an error (what, where, how to fix is in the message).
+pub fn error_line(message: &str) {
+    let _ = writeln!(io::stderr(), "source-loop: error: {message}");
 }
 
 fn progress_line(

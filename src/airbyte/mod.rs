@@ -45,8 +45,10 @@ fn print_message(v: &Value) -> io::Result<()> {
     io::stdout().flush()
 }
 
-/// A failure before any stream started: a TRACE ERROR on stdout.
+/// A failure before any stream started: a TRACE ERROR on stdout, and the same in one
+/// line on stderr.
 fn print_error(message: &str, failure: FailureType) -> io::Result<()> {
+    crate::output::error_line(message);
     print_message(&to_airbyte(&Event::Error {
         stream: None,
         message: message.to_string(),

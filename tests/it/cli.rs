@@ -256,3 +256,35 @@ fn progress_goes_to_stderr_and_stdout_stays_protocol() {
         server.records("subscriptions").len()
     );
 }
+
+#[test]
+fn a_failed_read_says_why_on_stderr_too() {
+    let server = fake(small());
+    let dir = tempfile::tempdir().unwrap();
+    write_catalog(dir.path(), &["subscriptions"]);
+    // a config error, before any stream starts
+    write_json(
+        dir.path(),
+        "config.json",
+        &json!({"start_date": "2024-13-01"}),
+    );
+    let r = read(dir.path(), None);
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr.contains("api_token") && r.stderr.contains("start_date"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "one line: {}", r.stderr);
+    // a wrong token: the stream's error
+    write_config(dir.path(), &server, json!({"api_token": "wrong-token"}));
+    let r = read(dir.path(), None);
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr.contains("error:") && r.stderr.contains("api_token"),
+        "{}",
+        r.stderr
+    );
+    // stdout stays protocol
+    assert!(r.messages.iter().all(|m| m["type"].is_string()));
+}
