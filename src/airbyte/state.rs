@@ -63,6 +63,21 @@ pub fn parse_input_state(text: &str) -> Result<InputState, StateFormError> {
     Ok(out)
 }
 
+/// `{"stream_descriptor": {"name": ...}, "stream_state": ...}` into `out`.
+fn insert_stream_state(
+    v: &Value,
+    unnamed: &'static str,
+    out: &mut InputState,
+) -> Result<(), StateFormError> {
+    let name = v
+        .pointer("/stream_descriptor/name")
+        .and_then(Value::as_str)
+        .ok_or(StateFormError::Missing(unnamed))?;
+    let state = v.get("stream_state").cloned().unwrap_or(Value::Null);
+    out.insert(name.to_string(), state);
+    Ok(())
+}
+
 fn collect(v: &Value, out: &mut InputState) -> Result<(), StateFormError> {
     match v {
         Value::Array(items) => {
@@ -81,18 +96,11 @@ fn collect(v: &Value, out: &mut InputState) -> Result<(), StateFormError> {
                     Some(s) => collect(s, out),
                     None => Err(StateFormError::Missing("a STATE message without `state`")),
                 },
-                Some("STREAM") | None if m.contains_key("stream") => {
-                    let stream = &m["stream"];
-                    let name = stream
-                        .pointer("/stream_descriptor/name")
-                        .and_then(Value::as_str)
-                        .ok_or(StateFormError::Missing(
-                            "a STREAM state without `stream.stream_descriptor.name`",
-                        ))?;
-                    let st = stream.get("stream_state").cloned().unwrap_or(Value::Null);
-                    out.insert(name.to_string(), st);
-                    Ok(())
-                }
+                Some("STREAM") | None if m.contains_key("stream") => insert_stream_state(
+                    &m["stream"],
+                    "a STREAM state without `stream.stream_descriptor.name`",
+                    out,
+                ),
                 Some("GLOBAL") => {
                     let states = v
                         .pointer("/global/stream_states")
@@ -101,16 +109,7 @@ fn collect(v: &Value, out: &mut InputState) -> Result<(), StateFormError> {
                             "a GLOBAL state without `global.stream_states`",
                         ))?;
                     for s in states {
-                        let name = s
-                            .pointer("/stream_descriptor/name")
-                            .and_then(Value::as_str)
-                            .ok_or(StateFormError::Missing(
-                                "a GLOBAL stream state without a name",
-                            ))?;
-                        out.insert(
-                            name.to_string(),
-                            s.get("stream_state").cloned().unwrap_or(Value::Null),
-                        );
+                        insert_stream_state(s, "a GLOBAL stream state without a name", out)?;
                     }
                     Ok(())
                 }
