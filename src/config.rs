@@ -166,6 +166,11 @@ pub const MONEY_UNIT: ChoiceKey<MoneyUnit> = ChoiceKey {
     options: &[("major", MoneyUnit::Major), ("minor", MoneyUnit::Minor)],
     default: MoneyUnit::Major,
 };
+pub const MONEY_TYPE: ChoiceKey<MoneyType> = ChoiceKey {
+    key: "money_type",
+    options: &[("number", MoneyType::Number), ("string", MoneyType::String)],
+    default: MoneyType::Number,
+};
 pub const WEBHOOK_SIGNATURE_ENCODING: ChoiceKey<SignatureEncoding> = ChoiceKey {
     key: "webhook_signature_encoding",
     options: &[
@@ -237,6 +242,16 @@ pub enum MoneyUnit {
     Minor,
 }
 
+/// How amounts go out (always exact: never a float on the way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoneyType {
+    /// JSON numbers with the exact decimal digits (`5.39`), typed `number` in the schemas:
+    /// destinations create numeric columns.
+    Number,
+    /// Decimal strings (`"5.39"`), typed `string`.
+    String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
@@ -277,6 +292,7 @@ pub struct SyncSettings {
     /// Validate records against the stream schemas (benchmarks turn it off).
     pub validate_records: bool,
     pub money_unit: MoneyUnit,
+    pub money_type: MoneyType,
 }
 
 /// The webhook receiver's settings, and where its journal is (also read by `read`).
@@ -633,6 +649,7 @@ fn read_sync(r: &mut Reader) -> Option<SyncSettings> {
     let on_invalid_record = r.choice(&ON_INVALID_RECORD);
     let validate_records = r.boolean("validate_records", true);
     let money_unit = r.choice(&MONEY_UNIT);
+    let money_type = r.choice(&MONEY_TYPE);
     Some(SyncSettings {
         start_date: start_date?,
         filter_bounds,
@@ -642,6 +659,7 @@ fn read_sync(r: &mut Reader) -> Option<SyncSettings> {
         on_invalid_record,
         validate_records,
         money_unit,
+        money_type,
     })
 }
 
@@ -953,6 +971,11 @@ mod tests {
                 MONEY_UNIT.key,
                 MONEY_UNIT.default_name(),
                 MONEY_UNIT.options.iter().map(|o| o.0).collect(),
+            ),
+            (
+                MONEY_TYPE.key,
+                MONEY_TYPE.default_name(),
+                MONEY_TYPE.options.iter().map(|o| o.0).collect(),
             ),
             (
                 WEBHOOK_SIGNATURE_ENCODING.key,
