@@ -15,45 +15,58 @@ use crate::config::WebhookSettings;
 #[command(
     name = "source-loop",
     version,
-    about = "Airbyte source for the Loop Subscriptions Admin API, with a webhook receiver"
+    about = "Loop Subscriptions (the Shopify subscriptions app) as an Airbyte source, with a webhook receiver",
+    long_about = "Loop Subscriptions (the Shopify subscriptions app) as an Airbyte source, with a webhook receiver.\n\n\
+Three ways to run it:\n\
+  * standalone:  source-loop read --config config.json --catalog catalog/configured_catalog.json > out.jsonl\n\
+  * in Airbyte:  the Docker image is a custom connector (spec, check, discover, read)\n\
+  * webhooks:    source-loop serve --config config.json --listen 127.0.0.1:8080\n\n\
+The config file is one JSON object (README: Config reference; `source-loop spec` prints its schema), e.g.\n\
+  {\"api_token\": \"YOUR_LOOP_TOKEN\", \"start_date\": \"2024-01-01\"}"
 )]
 struct Cli {
-    /// Show a progress line on stderr (default: when stderr is a terminal).
-    #[arg(long, global = true)]
-    progress: bool,
     #[command(subcommand)]
     command: Command,
 }
 
+/// The config file: a JSON object such as {"api_token": "...", "start_date": "2024-01-01"}.
+const CONFIG_HELP: &str =
+    "Config file (JSON), e.g. config.json holding {\"api_token\": \"...\", \"start_date\": \"2024-01-01\"}";
+
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Print the connector specification.
+    /// Print the connector specification (the config's JSON schema) as an Airbyte SPEC message.
     Spec,
-    /// Check that the config works (token, host, start_date).
+    /// Check that the config works: lists one page of subscriptions with the token.
     Check {
-        #[arg(long)]
+        #[arg(long, value_name = "FILE", help = CONFIG_HELP)]
         config: PathBuf,
     },
-    /// Print the catalog of streams.
+    /// Print the catalog of streams (an Airbyte CATALOG message).
     Discover {
-        #[arg(long)]
+        #[arg(long, value_name = "FILE", help = CONFIG_HELP)]
         config: PathBuf,
     },
-    /// Read records (RECORD, STATE, TRACE and LOG messages on stdout).
+    /// Read records: RECORD, STATE, TRACE and LOG messages on stdout, one JSON per line.
     Read {
-        #[arg(long)]
+        #[arg(long, value_name = "FILE", help = CONFIG_HELP)]
         config: PathBuf,
-        #[arg(long)]
+        /// Which streams to read and how (an Airbyte configured catalog), e.g. catalog/configured_catalog.json.
+        #[arg(long, value_name = "FILE")]
         catalog: PathBuf,
-        #[arg(long)]
+        /// Where to resume from: the STATE lines of a previous run (e.g. `grep '"type":"STATE"' out.jsonl > state.jsonl`), or any Airbyte state form. Missing or empty: a first sync.
+        #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
-    },
-    /// Receive Loop webhooks into a durable journal.
-    Serve {
+        /// Show a progress line on stderr (default: when stderr is a terminal).
         #[arg(long)]
+        progress: bool,
+    },
+    /// Receive Loop webhooks into a durable journal (the same config file; needs `webhook_secrets`).
+    Serve {
+        #[arg(long, value_name = "FILE", help = CONFIG_HELP)]
         config: PathBuf,
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        /// Address to listen on, e.g. 0.0.0.0:8080 behind a TLS proxy.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
         /// Also print each accepted event as a JSON line on stdout.
         #[arg(long)]
@@ -63,7 +76,6 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let progress = cli.progress || io::stderr().is_terminal();
     let result = match cli.command {
         Command::Spec => airbyte::spec(),
         Command::Check { config } => airbyte::check(&config),
@@ -72,7 +84,13 @@ pub fn main() -> ExitCode {
             config,
             catalog,
             state,
-        } => airbyte::read(&config, &catalog, state.as_deref(), progress),
+            progress,
+        } => airbyte::read(
+            &config,
+            &catalog,
+            state.as_deref(),
+            progress || io::stderr().is_terminal(),
+        ),
         Command::Serve {
             config,
             listen,
@@ -98,7 +116,10 @@ fn serve(path: &Path, listen: std::net::SocketAddr, emit: bool) -> io::Result<Ex
         .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))
         .and_then(|t| WebhookSettings::from_json_str(&t).map_err(|e| e.to_string()))
     {
-        Ok(mut s) => {
+        Ok((mut s, warnings)) => {
+            for w in warnings {
+                crate::output::warning_line(&w);
+            }
             if let Ok(list) = std::env::var(SECRETS_ENV) {
                 s.add_secrets_from_list(&list);
             }

@@ -76,13 +76,14 @@ pub enum ApiError {
         path: String,
         message: String,
     },
-    #[error("gave up on {path} page {page} after {attempts} attempts over {elapsed_s:.0}s; last problem: {last}. Loop may be down or rate limiting this store; try again later (the last STATE is safe to resume from)")]
+    #[error("gave up on {path} page {page} after {attempts} attempts over {elapsed_s:.1}s; last problem: {last}. {hint}")]
     Exhausted {
         path: String,
         page: u32,
         attempts: u32,
         elapsed_s: f64,
         last: String,
+        hint: GiveUpHint,
     },
 }
 
@@ -92,6 +93,33 @@ impl ApiError {
             ApiError::Unauthorized { .. } | ApiError::NotFound { .. } => FailureType::Config,
             ApiError::Rejected { .. } => FailureType::System,
             ApiError::Exhausted { .. } => FailureType::Transient,
+        }
+    }
+}
+
+/// What to do about retries that ran out, from the last problem's kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GiveUpHint {
+    /// Nothing answered at all: most likely a wrong `base_url`.
+    Unreachable {
+        base_url: String,
+    },
+    RateLimited,
+    Outage,
+}
+
+impl std::fmt::Display for GiveUpHint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GiveUpHint::Unreachable { base_url } => write!(
+                f,
+                "Nothing answered at {base_url}: check `base_url` (host, port and API version), and that this machine can reach it"
+            ),
+            GiveUpHint::RateLimited => write!(
+                f,
+                "Loop kept rate limiting this store (its limits are shared with the merchant's other apps): try again later, or lower `rate_limit_fraction`"
+            ),
+            GiveUpHint::Outage => write!(f, "Loop may be down: try again later"),
         }
     }
 }
@@ -288,6 +316,8 @@ enum Attempt {
         rate_limited: bool,
         /// The server's `Retry-After`, when it sent one.
         retry_after: Option<Duration>,
+        /// No connection could be made (nothing answered).
+        unreachable: bool,
     },
     Fatal(ApiError),
 }
@@ -299,6 +329,7 @@ impl Attempt {
             reason: reason.into(),
             rate_limited: false,
             retry_after: None,
+            unreachable: false,
         }
     }
 }
@@ -405,7 +436,7 @@ impl LoopClient {
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let outcome = self.attempt(&url, &path, &query).await;
             ep.answered();
-            let (reason, rate_limited, retry_after) = match outcome {
+            let (reason, rate_limited, retry_after, unreachable) = match outcome {
                 Ok(page) => {
                     ep.on_success();
                     return Ok(page);
@@ -415,7 +446,8 @@ impl LoopClient {
                     reason,
                     rate_limited,
                     retry_after,
-                }) => (reason, rate_limited, retry_after),
+                    unreachable,
+                }) => (reason, rate_limited, retry_after, unreachable),
             };
             // The server's word when it gave one. Else, for a first 429: until our own
             // recent requests leave the limit's window; for anything else (or a 429
@@ -439,6 +471,15 @@ impl LoopClient {
                     attempts: attempt,
                     elapsed_s: elapsed.as_secs_f64(),
                     last: reason,
+                    hint: if unreachable {
+                        GiveUpHint::Unreachable {
+                            base_url: self.base_url.clone(),
+                        }
+                    } else if rate_limited {
+                        GiveUpHint::RateLimited
+                    } else {
+                        GiveUpHint::Outage
+                    },
                 });
             }
             ep.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -477,7 +518,14 @@ impl LoopClient {
     ) -> Result<Page, Attempt> {
         let resp = match self.http.get(url).query(query).send().await {
             Ok(r) => r,
-            Err(e) => return Err(Attempt::retry(describe_reqwest(&e))),
+            Err(e) => {
+                return Err(Attempt::Retry {
+                    reason: describe_reqwest(&e),
+                    rate_limited: false,
+                    retry_after: None,
+                    unreachable: e.is_connect(),
+                })
+            }
         };
         let status = resp.status();
         let server_date = resp
@@ -531,6 +579,7 @@ impl LoopClient {
                     reason: "HTTP 429 rate limited".to_string(),
                     rate_limited: true,
                     retry_after,
+                    unreachable: false,
                 })
             }
             StatusCode::REQUEST_TIMEOUT => return Err(Attempt::retry("HTTP 408 request timeout")),
@@ -616,6 +665,10 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
     while let Some(s) = src {
         detail = s.to_string();
         src = s.source();
+    }
+    // "Connection refused (os error 111)": the OS code helps nobody
+    if let Some(i) = detail.find(" (os error ") {
+        detail.truncate(i);
     }
     if detail.is_empty() {
         kind.to_string()

@@ -312,6 +312,9 @@ pub struct Config {
     pub pacing: PacingSettings,
     pub sync: SyncSettings,
     pub webhooks: WebhookSettings,
+    /// What did not stop parsing but is probably a mistake (unknown keys, with the key
+    /// they look like): the front end shows them.
+    pub warnings: Vec<String>,
 }
 
 /// Everything wrong with a config, each entry naming the key and the fix.
@@ -321,12 +324,30 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
-/// Reads keys of one JSON object, collecting problems instead of stopping at the first.
+/// Reads keys of one JSON object, collecting problems instead of stopping at the first,
+/// and remembering which keys it knows (the others are typos or someone else's).
 struct Reader<'a> {
     obj: &'a Map<String, Value>,
     /// Prefix of the keys in messages (`retry.` inside `retry`).
     prefix: &'static str,
     problems: Vec<String>,
+    known: std::cell::RefCell<Vec<String>>,
+    /// Unknown keys inside nested objects (`retry`).
+    nested_unknown: Vec<String>,
+}
+
+/// A key the connector does not read is probably a typo of one it does when it is at
+/// least this similar (Jaro-Winkler).
+const TYPO_SIMILARITY: f64 = 0.8;
+
+/// The known name closest to `name`, if it looks like a typo of it.
+pub fn did_you_mean<'k>(name: &str, known: impl IntoIterator<Item = &'k str>) -> Option<&'k str> {
+    known
+        .into_iter()
+        .map(|k| (strsim::jaro_winkler(name, k), k))
+        .filter(|(score, _)| *score >= TYPO_SIMILARITY)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
 }
 
 impl<'a> Reader<'a> {
@@ -335,10 +356,38 @@ impl<'a> Reader<'a> {
             obj,
             prefix,
             problems: Vec::new(),
+            known: Default::default(),
+            nested_unknown: Vec::new(),
         }
     }
 
+    /// The keys present that no reader asked for, each with a suggestion when it looks
+    /// like a typo: warnings, not errors (platforms may add keys of their own).
+    fn unknown_keys(&self) -> Vec<String> {
+        let known = self.known.borrow();
+        self.obj
+            .keys()
+            .filter(|k| !known.contains(k))
+            .map(|k| {
+                let hint = match did_you_mean(k, known.iter().map(String::as_str)) {
+                    Some(s) => format!("did you mean `{}{s}`?", self.prefix),
+                    None => "it is ignored".to_string(),
+                };
+                format!(
+                    "unknown config key `{}{k}`: {hint} (see spec.json for every key)",
+                    self.prefix
+                )
+            })
+            .collect()
+    }
+
     fn get(&self, key: &str) -> Option<&'a Value> {
+        {
+            let mut known = self.known.borrow_mut();
+            if !known.iter().any(|k| k == key) {
+                known.push(key.to_string());
+            }
+        }
         match self.obj.get(key) {
             None | Some(Value::Null) => None,
             Some(v) => Some(v),
@@ -539,6 +588,18 @@ fn read_rate_limits(r: &mut Reader) -> BTreeMap<String, RateLimit> {
         None => {}
         Some(Value::Object(m)) => {
             for (endpoint, limit) in m {
+                let key = endpoint.trim_start_matches('/');
+                if !limits.contains_key(key) {
+                    let names = DEFAULT_RATE_LIMITS.iter().map(|(k, _)| *k);
+                    let hint = did_you_mean(key, names.clone())
+                        .map(|s| format!("did you mean `{s}`? "))
+                        .unwrap_or_default();
+                    r.problem(format!(
+                        "`rate_limits.{endpoint}` is not one of Loop's endpoints: {hint}the keys are endpoint paths: {}",
+                        names.collect::<Vec<_>>().join(", ")
+                    ));
+                    continue;
+                }
                 let requests = limit.get("requests").and_then(Value::as_u64);
                 let per = limit.get("per_seconds").and_then(Value::as_f64);
                 let q = RATE_LIMIT_REQUESTS;
@@ -593,7 +654,8 @@ fn read_retry(r: &mut Reader) -> RetryPolicy {
         max_backoff: Duration::from_millis(sub.integer(&RETRY_MAX_BACKOFF_MS)),
         max_elapsed: Duration::from_secs(sub.integer(&RETRY_MAX_ELAPSED_SECONDS)),
     };
-    r.problems.extend(sub.problems);
+    r.problems.extend(std::mem::take(&mut sub.problems));
+    r.nested_unknown.extend(sub.unknown_keys());
     policy
 }
 
@@ -620,7 +682,10 @@ fn read_pacing(r: &mut Reader) -> PacingSettings {
 }
 
 fn read_start_date(r: &mut Reader) -> Option<DateTime<Utc>> {
-    let Some(s) = r.string("start_date", "; use RFC 3339, e.g. 2024-01-01T00:00:00Z") else {
+    let Some(s) = r.string(
+        "start_date",
+        "; use RFC 3339, e.g. 2024-01-01T00:00:00Z, or a date such as 2024-01-01",
+    ) else {
         return parse_instant(DEFAULT_START_DATE);
     };
     match parse_instant(&s) {
@@ -633,7 +698,7 @@ fn read_start_date(r: &mut Reader) -> Option<DateTime<Utc>> {
         }
         None => {
             r.problem(format!(
-                "`start_date` {s:?} is not an RFC 3339 date-time; use e.g. 2024-01-01T00:00:00Z"
+                "`start_date` {s:?} is neither an RFC 3339 date-time nor a date; use e.g. 2024-01-01T00:00:00Z or 2024-01-01"
             ));
             None
         }
@@ -735,6 +800,7 @@ struct Sections {
     pacing: PacingSettings,
     sync: SyncSettings,
     webhooks: WebhookSettings,
+    warnings: Vec<String>,
 }
 
 fn read_sections(obj: &Map<String, Value>, token_required: bool) -> Result<Sections, ConfigError> {
@@ -744,12 +810,15 @@ fn read_sections(obj: &Map<String, Value>, token_required: bool) -> Result<Secti
     let pacing = read_pacing(&mut r);
     let sync = read_sync(&mut r);
     let webhooks = read_webhooks(&mut r);
+    let mut warnings = r.unknown_keys();
+    warnings.append(&mut r.nested_unknown);
     match sync {
         Some(sync) if r.problems.is_empty() => Ok(Sections {
             api,
             pacing,
             sync,
             webhooks,
+            warnings,
         }),
         _ => Err(ConfigError {
             problems: r.problems,
@@ -788,6 +857,7 @@ impl Config {
             pacing: s.pacing,
             sync: s.sync,
             webhooks: s.webhooks,
+            warnings: s.warnings,
         })
     }
 
@@ -807,10 +877,11 @@ impl Config {
 }
 
 impl WebhookSettings {
-    /// The receiver's settings from the same config file `read` uses. `serve` never
-    /// calls the API, so `api_token` may be absent; every other key is still checked.
-    pub fn from_json_str(text: &str) -> Result<WebhookSettings, ConfigError> {
-        read_sections(&parse_object(text)?, false).map(|s| s.webhooks)
+    /// The receiver's settings from the same config file `read` uses, and the warnings
+    /// about it. `serve` never calls the API, so `api_token` may be absent; every other
+    /// key is still checked.
+    pub fn from_json_str(text: &str) -> Result<(WebhookSettings, Vec<String>), ConfigError> {
+        read_sections(&parse_object(text)?, false).map(|s| (s.webhooks, s.warnings))
     }
 
     /// Add the secrets of a comma-separated list (the `LOOP_WEBHOOK_SECRETS` variable).
@@ -870,6 +941,37 @@ mod tests {
     }
 
     #[test]
+    fn unknown_keys_warn_with_the_key_they_look_like() {
+        let c = Config::from_value(&json!({"api_token": "t", "start_dat": "2024-01-01",
+            "pagesize": 10, "airbyte_extra": true, "retry": {"max_attempt": 3}}))
+        .unwrap();
+        let w = c.warnings.join("\n");
+        assert!(w.contains("`start_dat`: did you mean `start_date`?"), "{w}");
+        assert!(w.contains("`pagesize`: did you mean `page_size`?"), "{w}");
+        assert!(w.contains("`airbyte_extra`: it is ignored"), "{w}");
+        assert!(
+            w.contains("`retry.max_attempt`: did you mean `retry.max_attempts`?"),
+            "{w}"
+        );
+        assert_eq!(c.warnings.len(), 4);
+        let clean = Config::from_value(&json!({"api_token": "t", "page_size": 10})).unwrap();
+        assert!(clean.warnings.is_empty(), "{:?}", clean.warnings);
+    }
+
+    #[test]
+    fn an_unknown_rate_limits_endpoint_is_an_error_listing_the_endpoints() {
+        let err = Config::from_value(&json!({"api_token": "t",
+            "rate_limits": {"subscriptions": {"requests": 1, "per_seconds": 1}}}))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("did you mean `subscription`?"), "{err}");
+        assert!(
+            err.contains("subscription, order, activityLog, customer, product"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let c = Config::from_value(
             &json!({"api_token": "s3cr3t-token", "webhook_secrets": ["whsec-1"]}),
@@ -882,7 +984,7 @@ mod tests {
 
     #[test]
     fn the_receiver_needs_no_token_but_checks_everything_else() {
-        let w = WebhookSettings::from_json_str(r#"{"webhook_secrets": ["a"]}"#).unwrap();
+        let (w, _) = WebhookSettings::from_json_str(r#"{"webhook_secrets": ["a"]}"#).unwrap();
         assert_eq!(w.secrets.len(), 1);
         assert_eq!(w.path, DEFAULT_WEBHOOK_PATH);
         let err = WebhookSettings::from_json_str(r#"{"page_size": 0}"#).unwrap_err();

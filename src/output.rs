@@ -68,6 +68,11 @@ pub fn error_line(message: &str) {
     let _ = writeln!(io::stderr(), "source-loop: error: {message}");
 }
 
+/// One human line on stderr for a warning (e.g. an unknown config key).
+pub fn warning_line(message: &str) {
+    let _ = writeln!(io::stderr(), "source-loop: warning: {message}");
+}
+
 fn progress_line(
     counts: &BTreeMap<&'static str, u64>,
     started: Instant,

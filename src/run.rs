@@ -70,8 +70,9 @@ pub struct ReadRequest {
     pub config: Config,
     pub selected: Vec<Selected>,
     pub state: InputState,
-    /// Lines to log before the sync starts (e.g. "state file missing: first sync").
-    pub notes: Vec<String>,
+    /// Lines to log before the sync starts (e.g. "state file missing: first sync", an
+    /// unknown config key).
+    pub notes: Vec<(Level, String)>,
     /// Draw a progress line on stderr.
     pub progress: bool,
 }
@@ -91,8 +92,8 @@ pub fn read<W: Writer>(request: ReadRequest, writer: W) -> Result<ReadOutcome, R
     let writer = spawn_writer(rx, writer, request.progress);
     let config = Arc::new(request.config);
     let summary = rt.block_on(async move {
-        for note in request.notes {
-            let _ = tx.send(Event::log(Level::Info, note)).await;
+        for (level, note) in request.notes {
+            let _ = tx.send(Event::log(level, note)).await;
         }
         let engine = Arc::new(Engine::new(config, client, tx));
         engine.read(request.selected, request.state).await

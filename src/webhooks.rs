@@ -92,7 +92,8 @@ mod tests {
     use super::*;
 
     fn receiver_config(journal: &std::path::Path) -> WebhookSettings {
-        let mut config = WebhookSettings::from_json_str(r#"{"webhook_secrets": ["s"]}"#).unwrap();
+        let (mut config, _) =
+            WebhookSettings::from_json_str(r#"{"webhook_secrets": ["s"]}"#).unwrap();
         config.journal_path = Some(journal.to_path_buf());
         config
     }

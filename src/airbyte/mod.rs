@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use serde_json::{json, Value};
 
 use crate::config::{Config, ConfigError};
-use crate::event::{Event, FailureType};
+use crate::event::{Event, FailureType, Level};
 use crate::run::{self, ReadRequest};
 
 use catalog::{catalog_message, parse_configured_catalog, CatalogError};
@@ -87,8 +87,13 @@ fn read_file(path: &Path, what: &'static str) -> Result<String, InputError> {
     })
 }
 
+/// The config, its warnings (unknown keys) shown on stderr.
 fn load_config(path: &Path) -> Result<Config, InputError> {
-    Ok(Config::from_json_str(&read_file(path, "config")?)?)
+    let config = Config::from_json_str(&read_file(path, "config")?)?;
+    for w in &config.warnings {
+        crate::output::warning_line(w);
+    }
+    Ok(config)
 }
 
 pub fn spec() -> io::Result<ExitCode> {
@@ -131,13 +136,21 @@ fn read_request(
 ) -> Result<ReadRequest, InputError> {
     let config = load_config(config)?;
     let selected = parse_configured_catalog(&read_file(catalog, "catalog")?)?;
-    let mut notes = Vec::new();
+    // the warnings also go into the output, for platforms that only keep its logs
+    let mut notes: Vec<(Level, String)> = config
+        .warnings
+        .iter()
+        .map(|w| (Level::Warn, w.clone()))
+        .collect();
     let state = match state {
         None => Default::default(),
         Some(p) if !p.exists() => {
-            notes.push(format!(
-                "state file {} does not exist: this is a first sync",
-                p.display()
+            notes.push((
+                Level::Info,
+                format!(
+                    "state file {} does not exist: this is a first sync",
+                    p.display()
+                ),
             ));
             Default::default()
         }

@@ -206,6 +206,22 @@ impl std::fmt::Display for SyncSummary {
     }
 }
 
+/// An error and its sources, one after the other (for `internal_message`: what a
+/// developer needs, without Rust's Debug layout).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 pub struct Engine {
     config: Arc<Config>,
     client: Arc<LoopClient>,
@@ -316,14 +332,18 @@ impl Engine {
                     .await;
             }
             Err(e) => {
-                let message = format!("stream {}: {e}", def.name);
+                let failure = e.failure_type();
+                let mut message = format!("stream {}: {e}", def.name);
+                if failure == FailureType::Transient {
+                    message.push_str(" (the next sync resumes from this stream's last STATE)");
+                }
                 em.report.error = Some(message.clone());
                 let _ = em
                     .send(Event::Error {
                         stream: Some(def.name),
                         message,
-                        internal: format!("{e:?}"),
-                        failure: e.failure_type(),
+                        internal: error_chain(&e),
+                        failure,
                     })
                     .await;
                 let _ = em

@@ -237,8 +237,8 @@ fn progress_goes_to_stderr_and_stdout_stays_protocol() {
     write_config(dir.path(), &server, json!({"page_size": 5}));
     write_catalog(dir.path(), &["subscriptions"]);
     let r = run(&[
-        "--progress",
         "read",
+        "--progress",
         "--config",
         p(&dir.path().join("config.json")),
         "--catalog",
@@ -287,4 +287,91 @@ fn a_failed_read_says_why_on_stderr_too() {
     );
     // stdout stays protocol
     assert!(r.messages.iter().all(|m| m["type"].is_string()));
+}
+
+#[test]
+fn help_shows_the_three_ways_to_run_and_what_every_flag_takes() {
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    insta::assert_snapshot!("help", help(&["--help"]));
+    insta::assert_snapshot!("read_help", help(&["read", "--help"]));
+    // --progress only where it does something
+    let check = help(&["check", "--help"]);
+    assert!(!check.contains("--progress"), "{check}");
+    assert!(check.contains("--config <FILE>"), "{check}");
+}
+
+#[test]
+fn config_typos_are_warned_about_with_a_suggestion() {
+    let server = fake(small());
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &server, json!({"start_dat": "2024-01-01"}));
+    write_catalog(dir.path(), &["products"]);
+    let r = read(dir.path(), None);
+    assert_eq!(r.code, Some(0), "{:?}", r.errors());
+    assert!(
+        r.stderr
+            .contains("warning: unknown config key `start_dat`: did you mean `start_date`?"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.logs()
+            .iter()
+            .any(|l| l.contains("did you mean `start_date`?")),
+        "also a LOG line for platforms that keep only the output"
+    );
+    let c = run(&["check", "--config", p(&dir.path().join("config.json"))]);
+    assert!(
+        c.stderr.contains("did you mean `start_date`?"),
+        "{}",
+        c.stderr
+    );
+    // an endpoint that does not exist is an error that lists the real ones
+    write_config(
+        dir.path(),
+        &server,
+        json!({"rate_limits": {"subscriptions": {"requests": 1, "per_seconds": 1}}}),
+    );
+    let r = read(dir.path(), None);
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr.contains("`rate_limits.subscriptions` is not one of Loop's endpoints: did you mean `subscription`?"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn check_against_nothing_listening_blames_base_url_not_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    // a port nothing listens on
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    write_json(
+        dir.path(),
+        "config.json",
+        &json!({"api_token": TOKEN, "base_url": format!("http://127.0.0.1:{port}/admin/2023-10"),
+                "retry": {"max_attempts": 2, "initial_backoff_ms": 5}}),
+    );
+    let r = run(&["check", "--config", p(&dir.path().join("config.json"))]);
+    let status = &r.of_type("CONNECTION_STATUS")[0]["connectionStatus"];
+    assert_eq!(status["status"], "FAILED");
+    let message = status["message"].as_str().unwrap();
+    assert!(message.contains("check `base_url`"), "{message}");
+    assert!(!message.contains("STATE"), "no STATE in check: {message}");
+    assert!(!message.contains("os error"), "{message}");
+    assert!(
+        !message.contains("over 0s") && !message.contains("over 2s"),
+        "{message}"
+    );
 }

@@ -1006,7 +1006,7 @@ fn serve_does_not_need_the_api_token() {
         &serde_json::json!({"webhook_secrets": ["only-a-secret"], "journal_path": dir.path().join("j.sqlite")}),
     );
     let text = std::fs::read_to_string(&cfg).unwrap();
-    let c = source_loop::config::WebhookSettings::from_json_str(&text)
+    let (c, _) = source_loop::config::WebhookSettings::from_json_str(&text)
         .expect("no api_token needed to receive");
     assert_eq!(c.secrets.len(), 1);
     // while read still asks for it
