@@ -61,6 +61,8 @@ summarise() {
     jq -c 'select(.type=="STATE") | .state' "$1" \
       | jq -s -r 'map(select(.type=="STREAM")) | group_by(.stream.stream_descriptor.name) | map(last)[]
                   | "  \(.stream.stream_descriptor.name): \(.stream.stream_state | tojson)"'
+    echo "the connector's own summary (requests ÷ minimum pages is the efficiency figure):"
+    jq -r 'select(.type=="LOG") | .log.message | select(startswith("sync summary"))' "$1" | sed 's/^/  /'
   else
     python3 - "$1" <<'PY'
 import json, sys, collections
@@ -77,6 +79,10 @@ for m in msgs:
 print("final state per stream:")
 for k, s in sorted(last.items()):
     print(f"  {k}: {json.dumps(s['stream'].get('stream_state'), separators=(',', ':'))}")
+print("the connector's own summary (requests ÷ minimum pages is the efficiency figure):")
+for m in msgs:
+    if m["type"] == "LOG" and m["log"]["message"].startswith("sync summary"):
+        print("  " + m["log"]["message"])
 PY
   fi
 }

@@ -928,6 +928,10 @@ mod tests {
             assert!(text.contains(key), "{key} not named in: {text}");
         }
         assert_eq!(err.problems.len(), 6);
+        assert!(
+            !text.contains("; ;"),
+            "one separator between problems: {text}"
+        );
     }
 
     #[test]

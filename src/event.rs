@@ -80,3 +80,7 @@ impl Event {
 
 /// Where the engine sends its events.
 pub type Sink = tokio::sync::mpsc::Sender<Event>;
+
+/// Set by the front end when its output went away (e.g. `read | head` exited): the engine
+/// stops before its next request instead of reading pages nobody will see.
+pub type OutputGone = std::sync::Arc<std::sync::atomic::AtomicBool>;

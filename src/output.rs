@@ -68,6 +68,25 @@ pub fn error_line(message: &str) {
     let _ = writeln!(io::stderr(), "source-loop: error: {message}");
 }
 
+/// Whether stdout is a pipe whose reader has gone (`read | head` after `head` exited):
+/// such a pipe polls as an error even before anything is written to it.
+#[cfg(unix)]
+pub fn stdout_gone() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a zero timeout; poll only writes `revents`.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+#[cfg(not(unix))]
+pub fn stdout_gone() -> bool {
+    false
+}
+
 /// One human line on stderr for a warning (e.g. an unknown config key).
 pub fn warning_line(message: &str) {
     let _ = writeln!(io::stderr(), "source-loop: warning: {message}");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::client::{ApiError, LoopClient};
 use crate::config::Config;
-use crate::event::{Event, FailureType, Level};
+use crate::event::{Event, FailureType, Level, OutputGone};
 use crate::output::{spawn_writer, Writer};
 use crate::state::InputState;
 use crate::streams::{self, Selected};
@@ -75,7 +75,13 @@ pub struct ReadRequest {
     pub notes: Vec<(Level, String)>,
     /// Draw a progress line on stderr.
     pub progress: bool,
+    /// Tells whether the front end's output went away (checked a few times a second, so
+    /// that the engine stops even while it holds a window and writes nothing).
+    pub output_gone: Option<fn() -> bool>,
 }
+
+/// How often `ReadRequest::output_gone` is asked.
+const OUTPUT_WATCH_EVERY: Duration = Duration::from_millis(200);
 
 /// How a read ended.
 pub struct ReadOutcome {
@@ -91,11 +97,22 @@ pub fn read<W: Writer>(request: ReadRequest, writer: W) -> Result<ReadOutcome, R
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(EVENT_CHANNEL);
     let writer = spawn_writer(rx, writer, request.progress);
     let config = Arc::new(request.config);
+    let output_gone = OutputGone::default();
     let summary = rt.block_on(async move {
+        if let Some(gone) = request.output_gone {
+            let flag = output_gone.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(OUTPUT_WATCH_EVERY);
+                while !gone() {
+                    tick.tick().await;
+                }
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
         for (level, note) in request.notes {
             let _ = tx.send(Event::log(level, note)).await;
         }
-        let engine = Arc::new(Engine::new(config, client, tx));
+        let engine = Arc::new(Engine::new(config, client, tx, output_gone));
         engine.read(request.selected, request.state).await
     });
     drop(rt);

@@ -23,7 +23,10 @@ use state::{parse_input_state, StateFormError};
 
 /// The connection specification (`spec.json` at the top of the repository).
 pub const SPEC_JSON: &str = include_str!("../../spec.json");
-pub const DOCUMENTATION_URL: &str = "https://github.com/source-loop/source-loop#readme";
+/// Loop's developer reference: where a user finds how API tokens are made and what the
+/// endpoints return (the connector has no public home of its own yet; README.md ships
+/// with it).
+pub const DOCUMENTATION_URL: &str = "https://developer.loopwork.co/";
 
 pub fn spec_message(connection_specification: &Value) -> Value {
     json!({
@@ -167,6 +170,7 @@ fn read_request(
         state,
         notes,
         progress,
+        output_gone: Some(crate::output::stdout_gone),
     })
 }
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::client::{RetryNotice, RetryObserver};
 use crate::config::OnInvalidRecord;
-use crate::event::{Event, Level, Sink, StreamStatus};
+use crate::event::{Event, Level, OutputGone, Sink, StreamStatus};
 use crate::normalize::Normalizer;
 use crate::state::{id_key, StreamState};
 use crate::streams::StreamDef;
@@ -18,6 +18,8 @@ use super::{StreamReport, SyncError};
 pub(crate) struct Emitter {
     pub def: &'static StreamDef,
     sink: Sink,
+    /// Set when the front end's output went away before the engine noticed.
+    output_gone: OutputGone,
     pub normalizer: Normalizer,
     validator: Option<RecordValidator>,
     on_invalid: OnInvalidRecord,
@@ -31,6 +33,7 @@ impl Emitter {
     pub fn new(
         def: &'static StreamDef,
         sink: Sink,
+        output_gone: OutputGone,
         normalizer: Normalizer,
         validator: Option<RecordValidator>,
         on_invalid: OnInvalidRecord,
@@ -38,6 +41,7 @@ impl Emitter {
         Emitter {
             def,
             sink,
+            output_gone,
             normalizer,
             validator,
             on_invalid,
@@ -156,6 +160,7 @@ impl Emitter {
     pub fn retry_log(&self) -> RetryLog {
         RetryLog {
             sink: self.sink.clone(),
+            output_gone: self.output_gone.clone(),
         }
     }
 }
@@ -163,12 +168,13 @@ impl Emitter {
 /// Turns the client's retry notices into WARN lines of the output.
 pub(crate) struct RetryLog {
     sink: Sink,
+    output_gone: OutputGone,
 }
 
 impl RetryLog {
     /// The writer stopped (e.g. stdout closed): nothing more should be read.
     pub fn output_closed(&self) -> bool {
-        self.sink.is_closed()
+        self.sink.is_closed() || self.output_gone.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

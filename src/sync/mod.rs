@@ -52,7 +52,7 @@ use serde_json::Value;
 
 use crate::client::{ApiError, LoopClient};
 use crate::config::Config;
-use crate::event::{Event, FailureType, Level, Sink, StreamStatus};
+use crate::event::{Event, FailureType, Level, OutputGone, Sink, StreamStatus};
 use crate::normalize::Normalizer;
 use crate::state::{InputState, StreamState, StreamStateError};
 use crate::streams::{Selected, StreamKind, SyncMode};
@@ -226,6 +226,7 @@ pub struct Engine {
     config: Arc<Config>,
     client: Arc<LoopClient>,
     sink: Sink,
+    output_gone: OutputGone,
     /// The sync's upper bound: the second it started in (a change made before the sync
     /// started belongs to it; the boundary set makes re-reading this second next time
     /// safe, and anything later belongs to the next sync).
@@ -233,11 +234,17 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(config: Arc<Config>, client: Arc<LoopClient>, sink: Sink) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        client: Arc<LoopClient>,
+        sink: Sink,
+        output_gone: OutputGone,
+    ) -> Self {
         Engine {
             config,
             client,
             sink,
+            output_gone,
             upper_sec: Utc::now().timestamp(),
         }
     }
@@ -294,6 +301,7 @@ impl Engine {
         let mut em = Emitter::new(
             def,
             self.sink.clone(),
+            self.output_gone.clone(),
             Normalizer {
                 money_unit: self.config.sync.money_unit,
             },

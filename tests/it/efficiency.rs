@@ -233,3 +233,52 @@ fn a_kill_sends_again_at_most_the_checkpoint_interval() {
         }
     }
 }
+
+#[test]
+fn a_reader_that_goes_away_stops_the_sync_quietly() {
+    // `source-loop read … | head`, where head has already exited: the engine holds a
+    // window's records until it is verified and writes nothing meanwhile, yet it stops
+    let n = 9000;
+    let server = fake(subscriptions_only(Distribution::Uniform, PageOrder::Id, n));
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &server,
+        json!({"page_size": 10, "validate_records": false}),
+    );
+    write_catalog(dir.path(), &["subscriptions"]);
+    let mut child = std::process::Command::new(bin())
+        .args([
+            "read",
+            "--config",
+            p(&dir.path().join("config.json")),
+            "--catalog",
+            p(&dir.path().join("catalog.json")),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "still reading"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(
+        status.success(),
+        "a gone reader is not an error: {status:?}"
+    );
+    let made = requests(&server);
+    assert!(
+        made < 40,
+        "{made} requests of {} pages after the reader had gone",
+        n / 10
+    );
+}
