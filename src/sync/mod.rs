@@ -40,6 +40,7 @@ mod full_refresh;
 mod incremental;
 mod journal;
 mod pager;
+mod planner;
 
 pub use full_refresh::FULL_REFRESH_TRACKED;
 
