@@ -1,0 +1,185 @@
+//! Every config key with a default or bounds, stated once: the parser reads these, the
+//! error messages quote them, and a test holds `spec.json` to them.
+
+use super::{FilterBounds, MoneyType, MoneyUnit, OnInvalidRecord, RateLimit, SignatureEncoding};
+
+pub const DEFAULT_BASE_URL: &str = "https://api.loopsubscriptions.com/admin/2023-10";
+pub const DEFAULT_START_DATE: &str = "2015-01-01T00:00:00Z";
+pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/loop";
+/// Used for endpoints without a configured limit (Loop's list-subscriptions pace).
+pub const FALLBACK_RATE_LIMIT: RateLimit = RateLimit {
+    requests: 2,
+    per_seconds: 3.0,
+};
+
+/// An integer key: its bounds and default, stated once (parser, messages, spec test).
+#[derive(Debug, Clone, Copy)]
+pub struct IntKey {
+    pub key: &'static str,
+    pub min: u64,
+    pub max: u64,
+    pub default: u64,
+}
+
+/// Loop allows at most 50 records per page.
+pub const PAGE_SIZE: IntKey = IntKey {
+    key: "page_size",
+    min: 1,
+    max: 50,
+    default: 50,
+};
+pub const REQUEST_TIMEOUT_SECONDS: IntKey = IntKey {
+    key: "request_timeout_seconds",
+    min: 1,
+    max: 3600,
+    default: 60,
+};
+pub const MAX_CONCURRENT_STREAMS: IntKey = IntKey {
+    key: "max_concurrent_streams",
+    min: 1,
+    max: 16,
+    default: 5,
+};
+pub const RETRY_MAX_ATTEMPTS: IntKey = IntKey {
+    key: "max_attempts",
+    min: 1,
+    max: 100,
+    default: 8,
+};
+pub const RETRY_INITIAL_BACKOFF_MS: IntKey = IntKey {
+    key: "initial_backoff_ms",
+    min: 1,
+    max: 600_000,
+    default: 1000,
+};
+pub const RETRY_MAX_BACKOFF_MS: IntKey = IntKey {
+    key: "max_backoff_ms",
+    min: 1,
+    max: 3_600_000,
+    default: 60_000,
+};
+pub const RETRY_MAX_ELAPSED_SECONDS: IntKey = IntKey {
+    key: "max_elapsed_seconds",
+    min: 1,
+    max: 86_400,
+    default: 900,
+};
+/// Pages a window aims at: each window costs about one request more than its pages (the
+/// check), and holds up to four times this many pages of records until it is verified.
+pub const WINDOW_TARGET_PAGES: IntKey = IntKey {
+    key: "window_target_pages",
+    min: 1,
+    max: 1000,
+    default: 100,
+};
+/// A STATE after at most this many records: a kill re-sends at most this many.
+pub const CHECKPOINT_INTERVAL_RECORDS: IntKey = IntKey {
+    key: "checkpoint_interval_records",
+    min: 1,
+    max: 1_000_000,
+    default: 500,
+};
+pub const CLOCK_SKEW_SECONDS: IntKey = IntKey {
+    key: "clock_skew_seconds",
+    min: 0,
+    max: 86_400,
+    default: 300,
+};
+pub const WEBHOOK_MAX_BODY_BYTES: IntKey = IntKey {
+    key: "webhook_max_body_bytes",
+    min: 1024,
+    max: 64 * 1024 * 1024,
+    default: 1024 * 1024,
+};
+/// One `rate_limits` entry: `requests` per `per_seconds`.
+pub const RATE_LIMIT_REQUESTS: IntKey = IntKey {
+    key: "requests",
+    min: 1,
+    max: 10_000,
+    default: 2,
+};
+pub const RATE_LIMIT_MAX_PER_SECONDS: f64 = 3600.0;
+/// The share of Loop's store-wide pool this connector may use.
+pub const RATE_LIMIT_FRACTION_MIN: f64 = 0.01;
+pub const RATE_LIMIT_FRACTION_DEFAULT: f64 = 1.0;
+/// Requests are spaced this much wider than the limit (0.02 = 2 %): response times
+/// jitter, and a sliding-window limiter refuses a request that arrives a moment early.
+pub const RATE_LIMIT_MARGIN_MAX: f64 = 1.0;
+pub const RATE_LIMIT_MARGIN_DEFAULT: f64 = 0.02;
+
+/// A key with a fixed set of values (case-insensitive).
+#[derive(Debug, Clone, Copy)]
+pub struct ChoiceKey<T: 'static> {
+    pub key: &'static str,
+    pub options: &'static [(&'static str, T)],
+    pub default: T,
+}
+
+impl<T: Copy + PartialEq> ChoiceKey<T> {
+    /// The name of the default, as `spec.json` states it.
+    pub fn default_name(&self) -> &'static str {
+        self.options
+            .iter()
+            .find(|(_, v)| *v == self.default)
+            .map_or("", |(n, _)| n)
+    }
+}
+
+pub const EPOCH_FILTER_BOUNDS: ChoiceKey<FilterBounds> = ChoiceKey {
+    key: "epoch_filter_bounds",
+    options: &[
+        ("unknown", FilterBounds::Unknown),
+        ("inclusive", FilterBounds::Inclusive),
+    ],
+    default: FilterBounds::Unknown,
+};
+pub const ON_INVALID_RECORD: ChoiceKey<OnInvalidRecord> = ChoiceKey {
+    key: "on_invalid_record",
+    options: &[
+        ("emit", OnInvalidRecord::Emit),
+        ("skip", OnInvalidRecord::Skip),
+        ("fail", OnInvalidRecord::Fail),
+    ],
+    default: OnInvalidRecord::Emit,
+};
+pub const MONEY_UNIT: ChoiceKey<MoneyUnit> = ChoiceKey {
+    key: "money_unit",
+    options: &[("major", MoneyUnit::Major), ("minor", MoneyUnit::Minor)],
+    default: MoneyUnit::Major,
+};
+pub const MONEY_TYPE: ChoiceKey<MoneyType> = ChoiceKey {
+    key: "money_type",
+    options: &[("number", MoneyType::Number), ("string", MoneyType::String)],
+    default: MoneyType::Number,
+};
+pub const WEBHOOK_SIGNATURE_ENCODING: ChoiceKey<SignatureEncoding> = ChoiceKey {
+    key: "webhook_signature_encoding",
+    options: &[
+        ("auto", SignatureEncoding::Auto),
+        ("hex", SignatureEncoding::Hex),
+        ("base64", SignatureEncoding::Base64),
+    ],
+    default: SignatureEncoding::Auto,
+};
+
+/// Loop's documented per-endpoint limits (orders and activity logs are undocumented:
+/// paced like subscriptions).
+pub const DEFAULT_RATE_LIMITS: &[(&str, RateLimit)] = &[
+    ("subscription", FALLBACK_RATE_LIMIT),
+    ("order", FALLBACK_RATE_LIMIT),
+    ("activityLog", FALLBACK_RATE_LIMIT),
+    (
+        "customer",
+        RateLimit {
+            requests: 1,
+            per_seconds: 1.0,
+        },
+    ),
+    (
+        "product",
+        RateLimit {
+            requests: 6,
+            per_seconds: 1.0,
+        },
+    ),
+];
