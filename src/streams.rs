@@ -207,8 +207,48 @@ mod tests {
         }
     }
 
+    /// Every `type` in `schema` (any depth), with the path to it.
+    fn types<'a>(schema: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>) {
+        match schema {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    if k == "type" {
+                        out.push((path.clone(), v));
+                    } else {
+                        types(v, format!("{path}/{k}"), out);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| types(v, path.clone(), out)),
+            _ => {}
+        }
+    }
+
     #[test]
-    fn money_fields_are_the_only_numbers() {
+    fn every_field_has_one_type_a_destination_can_map() {
+        for def in STREAMS {
+            for money_type in [MoneyType::Number, MoneyType::String] {
+                let schema = def.schema_value(money_type);
+                let mut found = Vec::new();
+                types(&schema, def.name.to_string(), &mut found);
+                for (path, t) in found {
+                    let non_null = match t {
+                        Value::String(s) => vec![s.as_str()],
+                        Value::Array(a) => a
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .filter(|s| *s != "null")
+                            .collect(),
+                        other => panic!("{path}: type {other}"),
+                    };
+                    assert_eq!(non_null.len(), 1, "{path}: {t} is a union ({money_type:?})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn money_fields_are_the_only_numbers_and_ids_are_integers() {
         fn check(def: &StreamDef, name: &str, prop: &Value) {
             let t = prop["type"].to_string();
             if normalize::MONEY_KEYS.contains(&name) {
@@ -225,6 +265,10 @@ mod tests {
                     def.name
                 );
             }
+            let is_id = name == "id" || name.ends_with("Id");
+            if is_id && def.name != "webhook_events" {
+                assert!(t.contains("integer"), "{}.{name}: {t}", def.name);
+            }
             for nested in ["/properties", "/items/properties"] {
                 if let Some(Value::Object(props)) = prop.pointer(nested) {
                     props.iter().for_each(|(k, p)| check(def, k, p));
@@ -236,6 +280,13 @@ mod tests {
             for (k, p) in schema["properties"].as_object().unwrap() {
                 check(def, k, p);
             }
+            let pk = &schema["properties"][def.primary_key]["type"];
+            let want = if def.name == "webhook_events" {
+                "string"
+            } else {
+                "integer"
+            };
+            assert_eq!(pk, want, "{}: the primary key is never null", def.name);
         }
     }
 
