@@ -3,6 +3,9 @@
 //! down: an incremental stream always has a cursor and its filter parameters, a
 //! full-refresh stream has neither, and the webhook journal has no API endpoint.
 
+use crate::config::MoneyType;
+use crate::normalize;
+
 /// Where a stream's records come from on the Loop Admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint {
@@ -72,10 +75,15 @@ impl StreamDef {
         }
     }
 
-    /// The stream's JSON schema as a value.
-    pub fn schema_value(&self) -> serde_json::Value {
+    /// The stream's JSON schema as a value, its money fields typed per `money_type` (the
+    /// files are written in the default `number` form).
+    pub fn schema_value(&self, money_type: MoneyType) -> serde_json::Value {
         // The bundled schemas are checked by `every_bundled_schema_is_a_json_object`.
-        serde_json::from_str(self.schema).unwrap_or_default()
+        let mut schema = serde_json::from_str(self.schema).unwrap_or_default();
+        if money_type != MoneyType::Number {
+            normalize::type_money_fields(&mut schema, money_type);
+        }
+        schema
     }
 }
 
@@ -187,6 +195,7 @@ impl Selected {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn every_bundled_schema_is_a_json_object() {
@@ -194,8 +203,102 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(def.schema)
                 .unwrap_or_else(|e| panic!("schemas/{}.json: {e}", def.name));
             assert!(v.is_object(), "schemas/{}.json is not an object", def.name);
-            assert_eq!(def.schema_value(), v);
+            assert_eq!(def.schema_value(MoneyType::Number), v);
         }
+    }
+
+    /// Every `type` in `schema` (any depth), with the path to it.
+    fn types<'a>(schema: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>) {
+        match schema {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    if k == "type" {
+                        out.push((path.clone(), v));
+                    } else {
+                        types(v, format!("{path}/{k}"), out);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| types(v, path.clone(), out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_field_has_one_type_a_destination_can_map() {
+        for def in STREAMS {
+            for money_type in [MoneyType::Number, MoneyType::String] {
+                let schema = def.schema_value(money_type);
+                let mut found = Vec::new();
+                types(&schema, def.name.to_string(), &mut found);
+                for (path, t) in found {
+                    let non_null = match t {
+                        Value::String(s) => vec![s.as_str()],
+                        Value::Array(a) => a
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .filter(|s| *s != "null")
+                            .collect(),
+                        other => panic!("{path}: type {other}"),
+                    };
+                    assert_eq!(non_null.len(), 1, "{path}: {t} is a union ({money_type:?})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn money_fields_are_the_only_numbers_and_ids_are_integers() {
+        fn check(def: &StreamDef, name: &str, prop: &Value) {
+            let t = prop["type"].to_string();
+            if normalize::MONEY_KEYS.contains(&name) {
+                let want = normalize::money_schema(MoneyType::Number, prop.get("description"));
+                assert_eq!(
+                    prop, &want,
+                    "{}.{name}: the file holds the number form",
+                    def.name
+                );
+            } else {
+                assert!(
+                    !t.contains("number"),
+                    "{}.{name}: {t} is a number but no money key",
+                    def.name
+                );
+            }
+            let is_id = name == "id" || name.ends_with("Id");
+            if is_id && def.name != "webhook_events" {
+                assert!(t.contains("integer"), "{}.{name}: {t}", def.name);
+            }
+            for nested in ["/properties", "/items/properties"] {
+                if let Some(Value::Object(props)) = prop.pointer(nested) {
+                    props.iter().for_each(|(k, p)| check(def, k, p));
+                }
+            }
+        }
+        for def in STREAMS {
+            let schema = def.schema_value(MoneyType::Number);
+            for (k, p) in schema["properties"].as_object().unwrap() {
+                check(def, k, p);
+            }
+            let pk = &schema["properties"][def.primary_key]["type"];
+            let want = if def.name == "webhook_events" {
+                "string"
+            } else {
+                "integer"
+            };
+            assert_eq!(pk, want, "{}: the primary key is never null", def.name);
+        }
+    }
+
+    #[test]
+    fn money_as_strings_types_every_money_field_string() {
+        let orders = find("orders").unwrap().schema_value(MoneyType::String);
+        let total = &orders["properties"]["totalPrice"];
+        assert_eq!(total["type"], serde_json::json!(["string", "null"]));
+        assert_eq!(total["pattern"], normalize::MONEY_PATTERN);
+        let line = &orders["properties"]["lines"]["items"]["properties"]["price"];
+        assert_eq!(line["type"], serde_json::json!(["string", "null"]));
+        assert!(!orders.to_string().contains(r#""number""#));
     }
 
     #[test]

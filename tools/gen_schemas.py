@@ -1,5 +1,10 @@
 #!/usr/bin/env python3
-"""Generate schemas/<stream>.json. Run once; the JSON files are the source of truth after edits."""
+"""Generate schemas/<stream>.json. Run once; the JSON files are the source of truth after edits.
+
+One type per field (plus null): a union maps to no warehouse column type. Money is written in
+the money_type = number form (src/normalize.rs rewrites it for money_type = string); ids are
+integers, as Loop sends them.
+"""
 import json, os
 
 def n(t):  # nullable
@@ -15,9 +20,9 @@ S = lambda: n("string")
 I = lambda: n("integer")
 B = lambda: n("boolean")
 TS = lambda: n({"type": "string", "format": "date-time"})
-MONEY = lambda: {"type": ["string", "number", "null"], "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
-                 "description": "exact decimal amount in the record's currencyCode (see money_unit)"}
-ID = lambda: {"type": ["integer", "string", "null"]}
+MONEY = lambda where="the record's currencyCode": {
+    "type": ["number", "null"], "description": f"exact decimal amount in {where} (see money_unit and money_type)"}
+ID = lambda: n("integer")
 def obj(props, nullable=True):
     o = {"type": "object", "additionalProperties": True, "properties": props}
     return n(o) if nullable else o
@@ -51,15 +56,15 @@ order = {
     "customer": obj({"id": ID(), "shopifyId": ID()}), "status": S(), "financialStatus": S(),
     "fulfillmentStatus": S(), "orderType": S(), "billingDateEpoch": I(),
     "createdAt": TS(), "updatedAt": {"type": "string", "format": "date-time"}, "currencyCode": S(),
-    "totalPrice": MONEY(), "totalPriceUsd": MONEY(), "totalTax": MONEY(), "totalDiscount": MONEY(),
+    "totalPrice": MONEY(), "totalPriceUsd": MONEY("USD"), "totalTax": MONEY(), "totalDiscount": MONEY(),
     "totalShippingPrice": MONEY(), "lines": arr(line),
 }
 customer = {"id": {"type": "integer"}, "shopifyId": ID(), "email": S(), "firstName": S(), "lastName": S(),
             "phone": S(), **{k: I() for k in ["activeSubscriptionsCount", "pausedSubscriptionsCount",
             "cancelledSubscriptionsCount", "expiredSubscriptionsCount", "allSubscriptionsCount"]}}
-product = {"shopifyId": {"type": ["integer", "string"]}, "title": S(),
+product = {"shopifyId": {"type": "integer"}, "title": S(),
            "productVariants": arr(obj({"title": S(), "shopifyId": ID(), "image": S(), "sku": S(),
-                                       "price": MONEY(), "hasSellingPlan": B()}))}
+                                       "price": MONEY("the shop's currency"), "hasSellingPlan": B()}))}
 activity = {"id": {"type": "integer"}, "subscriptionId": ID(), "key": S(), "entity": S(), "source": S(),
             "createdAt": {"type": "string", "format": "date-time"}}
 webhook = {"id": {"type": "string", "description": "X-Loop-Webhook-Id"},
@@ -67,7 +72,8 @@ webhook = {"id": {"type": "string", "description": "X-Loop-Webhook-Id"},
            "topic": {"type": "string"}, "api_version": S(), "created_at": TS(),
            "received_at": {"type": "string", "format": "date-time"}, "shop_domain": S(),
            "retry_count": I(), "entity_kind": S(), "entity_id": S(), "entity_updated_at": TS(),
-           "payload": {"type": ["object", "array", "string", "number", "boolean", "null"]}}
+           "payload": {"type": ["object", "null"],
+                       "description": "the delivery's payload object, timestamps and money normalized as in the API streams"}}
 
 def schema(title, props, required):
     return {"$schema": "http://json-schema.org/draft-07/schema#", "title": title, "type": "object",

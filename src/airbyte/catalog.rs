@@ -3,12 +3,13 @@
 
 use serde_json::{json, Value};
 
+use crate::config::MoneyType;
 use crate::streams::{self, Selected, StreamDef, SyncMode, STREAMS};
 
-pub fn airbyte_stream(def: &StreamDef) -> Value {
+pub fn airbyte_stream(def: &StreamDef, money_type: MoneyType) -> Value {
     let mut s = json!({
         "name": def.name,
-        "json_schema": def.schema_value(),
+        "json_schema": def.schema_value(money_type),
         "source_defined_primary_key": [[def.primary_key]],
         "is_resumable": true,
     });
@@ -23,9 +24,9 @@ pub fn airbyte_stream(def: &StreamDef) -> Value {
     s
 }
 
-pub fn catalog_message(journal_configured: bool) -> Value {
+pub fn catalog_message(journal_configured: bool, money_type: MoneyType) -> Value {
     let streams: Vec<Value> = streams::available(journal_configured)
-        .map(airbyte_stream)
+        .map(|def| airbyte_stream(def, money_type))
         .collect();
     json!({"type": "CATALOG", "catalog": {"streams": streams}})
 }

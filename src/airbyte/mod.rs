@@ -120,7 +120,10 @@ pub fn check(config: &Path) -> io::Result<ExitCode> {
 pub fn discover(config: &Path) -> io::Result<ExitCode> {
     match load_config(config) {
         Ok(c) => {
-            print_message(&catalog_message(c.webhooks.journal_path.is_some()))?;
+            print_message(&catalog_message(
+                c.webhooks.journal_path.is_some(),
+                c.sync.money_type,
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

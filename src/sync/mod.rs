@@ -305,18 +305,20 @@ impl Engine {
             self.output_gone.clone(),
             Normalizer {
                 money_unit: self.config.sync.money_unit,
+                money_type: self.config.sync.money_type,
             },
             None,
             self.config.sync.on_invalid_record,
         );
         let _ = em.send(Event::StreamStarted(sel)).await;
-        let result = match RecordValidator::new(def.name, &def.schema_value()) {
-            Ok(v) => {
-                em.set_validator(self.config.sync.validate_records.then_some(v));
-                self.stream_body(&mut em, sel.mode, raw_state).await
-            }
-            Err(e) => Err(SyncError::from(e)),
-        };
+        let result =
+            match RecordValidator::new(def.name, &def.schema_value(self.config.sync.money_type)) {
+                Ok(v) => {
+                    em.set_validator(self.config.sync.validate_records.then_some(v));
+                    self.stream_body(&mut em, sel.mode, raw_state).await
+                }
+                Err(e) => Err(SyncError::from(e)),
+            };
         if let Some(endpoint) = def.endpoint() {
             let stats = self.client.endpoint_stats(endpoint.path);
             em.report.requests = stats.requests;

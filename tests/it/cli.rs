@@ -51,6 +51,21 @@ fn discover_lists_every_stream_with_keys_and_cursors() {
         );
     }
     insta::assert_json_snapshot!("discover", cat);
+
+    // the opt-out: money typed as decimal strings, in the catalog as in the records
+    let cfg = write_json(
+        dir.path(),
+        "config.json",
+        &json!({"api_token": TOKEN, "money_type": "string"}),
+    );
+    let r = run(&["discover", "--config", p(&cfg)]);
+    assert_eq!(r.code, Some(0));
+    let orders = &r.messages[0]["catalog"]["streams"][1]["json_schema"]["properties"];
+    assert_eq!(orders["totalPrice"]["type"], json!(["string", "null"]));
+    assert_eq!(
+        orders["lines"]["items"]["properties"]["price"]["type"],
+        json!(["string", "null"])
+    );
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Timestamps, money and schema validation through the binary.
 
-use fake_loop::{FakeConfig, Mutation};
+use fake_loop::{FakeConfig, FakeServer, Mutation};
 use serde_json::{json, Value};
+use source_loop::normalize::MONEY_KEYS;
 
 use crate::harness::*;
 
@@ -71,30 +72,99 @@ fn every_timestamp_goes_out_as_utc_milliseconds() {
     );
 }
 
-#[test]
-fn money_is_passed_through_exactly() {
+/// Every money value of `v` (any depth), with its path.
+fn amounts<'a>(v: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let p = format!("{path}.{k}");
+                if MONEY_KEYS.contains(&k.as_str()) && !x.is_object() {
+                    out.push((p, x));
+                } else {
+                    amounts(x, p, out);
+                }
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                amounts(x, format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every amount of every record of `streams`, as the fake holds it (decimal strings) and
+/// as `read` emitted it, matched by key and path.
+fn amounts_in_and_out(
+    server: &FakeServer,
+    r: &Run,
+    streams: &[&str],
+) -> Vec<(String, Value, Value)> {
+    let mut pairs = Vec::new();
+    for &stream in streams {
+        let key = if stream == "products" {
+            "shopifyId"
+        } else {
+            "id"
+        };
+        let fake: std::collections::HashMap<String, Value> = server
+            .records(stream)
+            .into_iter()
+            .map(|rec| (rec[key].to_string(), rec))
+            .collect();
+        for rec in r.records(stream) {
+            let orig = &fake[&rec[key].to_string()];
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            amounts(orig, stream.to_string(), &mut a);
+            amounts(rec, stream.to_string(), &mut b);
+            assert_eq!(a.len(), b.len(), "{stream} {key}={}", rec[key]);
+            for ((path, want), (path_out, got)) in a.into_iter().zip(b) {
+                assert_eq!(path, path_out);
+                pairs.push((path, want.clone(), got.clone()));
+            }
+        }
+    }
+    pairs
+}
+
+const MONEY_STREAMS: &[&str] = &["subscriptions", "orders", "products"];
+
+/// A read of the streams with amounts under `config`: every amount as the fake holds it and
+/// as it went out. The records match their schemas (as typed by that config).
+fn read_amounts(config: Value) -> Vec<(String, Value, Value)> {
     let server = fake(small());
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), &server, json!({}));
-    write_catalog(dir.path(), &["orders"]);
+    write_config(dir.path(), &server, config.clone());
+    write_catalog(dir.path(), MONEY_STREAMS);
     let r = read(dir.path(), None);
-    let raw: std::collections::HashMap<String, Value> = server
-        .records("orders")
+    assert_eq!(r.code, Some(0));
+    let pairs = amounts_in_and_out(&server, &r, MONEY_STREAMS);
+    assert!(pairs.len() > 500, "{} amounts", pairs.len());
+    let mismatches: Vec<String> = r
+        .logs()
         .into_iter()
-        .map(|r| (r["id"].to_string(), r))
+        .filter(|l| l.contains("does not match the schema"))
         .collect();
-    for rec in r.records("orders") {
-        let orig = &raw[&rec["id"].to_string()];
-        for k in [
-            "totalPrice",
-            "totalPriceUsd",
-            "totalTax",
-            "totalDiscount",
-            "totalShippingPrice",
-            "currencyCode",
-        ] {
-            assert_eq!(rec[k], orig[k], "{k}");
-        }
+    assert!(mismatches.is_empty(), "{config}: {mismatches:?}");
+    pairs
+}
+
+#[test]
+fn money_goes_out_as_numbers_with_exactly_the_fakes_digits() {
+    for (path, want, got) in read_amounts(json!({})) {
+        let want = want.as_str().expect("the fake sends decimal strings");
+        assert!(got.is_number(), "{path}: {got} is not a JSON number");
+        // the number's text is the fake's decimal text, digit for digit (never an f64)
+        assert_eq!(got.to_string(), want, "{path}");
+    }
+}
+
+#[test]
+fn money_type_string_keeps_the_fakes_decimal_strings() {
+    for (path, want, got) in read_amounts(json!({"money_type": "string"})) {
+        assert!(got.is_string(), "{path}: {got}");
+        assert_eq!(got, want, "{path}");
     }
 }
 
@@ -180,8 +250,10 @@ fn minor_units_become_exact_major_amounts_and_new_fields_pass_through() {
         .find(|o| o["id"].as_i64() == Some(usd))
         .unwrap()
         .clone();
-    assert_eq!(out["totalPrice"], "1234567890123456.78");
-    assert_eq!(out["totalTax"], "0.05");
+    // exact major units, as JSON numbers (money_type's default) with exactly these digits
+    assert_eq!(out["totalPrice"].to_string(), "1234567890123456.78");
+    assert_eq!(out["totalTax"].to_string(), "0.05");
+    assert!(out["totalPrice"].is_number() && out["totalTax"].is_number());
     assert_eq!(
         out["loyaltyTier"],
         json!({"name": "gold", "points": 12}),
