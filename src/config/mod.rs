@@ -62,10 +62,10 @@ pub enum OnInvalidRecord {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MoneyUnit {
-    /// Loop's amounts are decimal strings in major units ("5.39"): passed through verbatim.
+    /// Loop's amounts are in major units ("5.39"): their digits are kept exactly.
     Major,
-    /// Loop's amounts are integers in minor units (cents): converted to exact decimal
-    /// strings in major units using the currency's exponent.
+    /// Loop's amounts are integers in minor units (cents): converted to exact major-unit
+    /// amounts using the currency's exponent. (How they go out: [`MoneyType`].)
     Minor,
 }
 
