@@ -145,18 +145,22 @@ fn first_sync_then_changes_between_syncs_under_every_page_order() {
 
 #[test]
 fn records_changed_during_a_sync_are_not_lost_under_every_page_order() {
-    for order in ORDERS {
+    // small pages and windows: many multi-page windows, each checked; then the default
+    // target: one window for the whole stream
+    let layouts = [
+        json!({"page_size": 10, "window_target_pages": 4}),
+        json!({"page_size": 10}),
+    ];
+    for (order, layout) in ORDERS
+        .into_iter()
+        .flat_map(|o| layouts.iter().map(move |l| (o, l)))
+    {
         let server = fake(FakeConfig {
             page_order: order,
             ..small()
         });
         let dir = tempfile::tempdir().unwrap();
-        // small pages and windows: many multi-page windows, each checked
-        write_config(
-            dir.path(),
-            &server,
-            json!({"page_size": 10, "window_target_pages": 4}),
-        );
+        write_config(dir.path(), &server, layout.clone());
         write_catalog(dir.path(), &["subscriptions", "orders"]);
         let before: HashMap<&str, _> = ["subscriptions", "orders"]
             .iter()
