@@ -29,20 +29,11 @@ impl<'a> Pager<'a> {
         endpoint: &'a Endpoint,
         params: Vec<(&'static str, String)>,
     ) -> Self {
-        Self::from_page(client, endpoint, params, 1)
-    }
-
-    pub fn from_page(
-        client: &'a LoopClient,
-        endpoint: &'a Endpoint,
-        params: Vec<(&'static str, String)>,
-        page: u32,
-    ) -> Self {
         Pager {
             client,
             endpoint: endpoint.path,
             params,
-            next: Some(page),
+            next: Some(1),
         }
     }
 
