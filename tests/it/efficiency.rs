@@ -27,6 +27,14 @@ fn subscriptions_only(distribution: Distribution, order: PageOrder, n: usize) ->
     }
 }
 
+/// A directory with a config for `server` (plus `extra`) and a catalog of subscriptions.
+fn subscriptions_dir(server: &fake_loop::FakeServer, extra: Value) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), server, extra);
+    write_catalog(dir.path(), &["subscriptions"]);
+    dir
+}
+
 /// Requests the fake received for `/subscription`.
 fn requests(server: &fake_loop::FakeServer) -> u64 {
     server
@@ -50,13 +58,7 @@ fn a_first_sync_costs_at_most_five_percent_more_requests_than_pages_whatever_the
     ] {
         let n = 9000;
         let server = fake(subscriptions_only(distribution, order, n));
-        let dir = tempfile::tempdir().unwrap();
-        write_config(
-            dir.path(),
-            &server,
-            json!({"page_size": 10, "validate_records": false}),
-        );
-        write_catalog(dir.path(), &["subscriptions"]);
+        let dir = subscriptions_dir(&server, json!({"page_size": 10, "validate_records": false}));
         let r = read(dir.path(), None);
         assert_eq!(r.code, Some(0), "{:?}", r.errors());
         let ids: HashSet<String> = r
@@ -78,9 +80,7 @@ fn a_first_sync_costs_at_most_five_percent_more_requests_than_pages_whatever_the
 fn an_incremental_sync_reads_only_what_changed() {
     for order in ORDERS {
         let server = fake(subscriptions_only(Distribution::Recent, order, 3000));
-        let dir = tempfile::tempdir().unwrap();
-        write_config(dir.path(), &server, json!({"validate_records": false}));
-        write_catalog(dir.path(), &["subscriptions"]);
+        let dir = subscriptions_dir(&server, json!({"validate_records": false}));
         let first = read(dir.path(), None);
         assert_eq!(first.code, Some(0), "{:?}", first.errors());
         server.mutate(Mutation::Touch {
@@ -162,9 +162,7 @@ fn a_change_made_just_before_a_sync_starts_is_in_that_sync() {
         PageOrder::Id,
         300,
     ));
-    let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), &server, json!({}));
-    write_catalog(dir.path(), &["subscriptions"]);
+    let dir = subscriptions_dir(&server, json!({}));
     let first = read(dir.path(), None);
     assert_eq!(first.code, Some(0), "{:?}", first.errors());
     // early in a fresh second, so that the change and the sync's start share it
@@ -195,13 +193,10 @@ fn a_change_made_just_before_a_sync_starts_is_in_that_sync() {
 fn a_kill_sends_again_at_most_the_checkpoint_interval() {
     for order in ORDERS {
         let server = fake(subscriptions_only(Distribution::Recent, order, 2500));
-        let dir = tempfile::tempdir().unwrap();
-        write_config(
-            dir.path(),
+        let dir = subscriptions_dir(
             &server,
             json!({"checkpoint_interval_records": 100, "validate_records": false}),
         );
-        write_catalog(dir.path(), &["subscriptions"]);
         for kill_after in [150, 777, 1999] {
             let killed = read_until(dir.path(), kill_after);
             let sent: HashSet<(String, String)> = killed
@@ -241,13 +236,7 @@ fn a_reader_that_goes_away_stops_the_sync_quietly() {
     // window's records until it is verified and writes nothing meanwhile, yet it stops
     let n = 9000;
     let server = fake(subscriptions_only(Distribution::Uniform, PageOrder::Id, n));
-    let dir = tempfile::tempdir().unwrap();
-    write_config(
-        dir.path(),
-        &server,
-        json!({"page_size": 10, "validate_records": false}),
-    );
-    write_catalog(dir.path(), &["subscriptions"]);
+    let dir = subscriptions_dir(&server, json!({"page_size": 10, "validate_records": false}));
     let mut child = std::process::Command::new(bin())
         .args([
             "read",
