@@ -1919,3 +1919,28 @@ fn with_parent(rng: &mut StdRng, t: i64, parents: &[i64]) -> (i64, usize) {
         eligible => (t, rng.random_range(0..eligible)),
     }
 }
+
+impl Data {
+    /// A new version of record `id` (updatedAt = `now_ms`), built but not stored: the
+    /// payload of a webhook for a version the API then no longer shows.
+    pub(crate) fn version_not_stored(&self, s: Stream, id: i64, now_ms: i64) -> Option<Value> {
+        let idx = self.table(s).index_of(id)?;
+        let mut v = self.value(&self.table(s).recs[idx]);
+        let created = self.table(s).recs[idx].created;
+        v["updatedAt"] = Value::String(loop_time::format_ms(now_ms.max(created)));
+        Some(v)
+    }
+
+    /// A record shaped like the stream's first one, with an `id` the API does not have
+    /// (None when it does, or the stream is empty).
+    pub(crate) fn entity_not_stored(&self, s: Stream, id: i64, now_ms: i64) -> Option<Value> {
+        if self.table(s).index_of(id).is_some() {
+            return None;
+        }
+        let mut v = self.value(self.table(s).recs.first()?);
+        v["id"] = serde_json::json!(id);
+        v["createdAt"] = Value::String(loop_time::format_ms(now_ms));
+        v["updatedAt"] = Value::String(loop_time::format_ms(now_ms));
+        Some(v)
+    }
+}

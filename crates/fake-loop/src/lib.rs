@@ -19,6 +19,7 @@ mod data;
 mod distribution;
 mod limiter;
 mod server;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, RwLock};
@@ -30,6 +31,10 @@ use data::{Data, Stream};
 pub use distribution::Distribution;
 pub use limiter::LimiterKind;
 pub use server::{FakeServer, StartError};
+pub use webhooks::{
+    sign, Delivery, DeliveryPlan, SignatureEncoding, WebhookOnly, WebhookStats, WebhookTarget,
+    SHOP_DOMAIN,
+};
 
 /// Order in which list endpoints return records. Ties are broken by id.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -123,6 +128,8 @@ pub struct FakeConfig {
     pub messy_timestamps: bool,
     /// Generated createdAt/updatedAt lie in the 2 years before this instant.
     pub data_end: DateTime<Utc>,
+    /// Send signed webhooks for new subscription and order versions (module `webhooks`).
+    pub webhooks: Option<WebhookTarget>,
 }
 
 impl Default for FakeConfig {
@@ -143,6 +150,7 @@ impl Default for FakeConfig {
             hot_second_records: 70,
             messy_timestamps: false,
             data_end: DateTime::<Utc>::from_timestamp_millis(end).unwrap_or_else(Utc::now),
+            webhooks: None,
         }
     }
 }
@@ -205,6 +213,31 @@ pub enum Mutation {
     },
 }
 
+impl Mutation {
+    /// The stream it changes, and whether it creates records.
+    fn target(&self) -> (&str, bool) {
+        match self {
+            Mutation::Touch { stream, .. }
+            | Mutation::TouchIds { stream, .. }
+            | Mutation::Patch { stream, .. } => (stream, false),
+            Mutation::Create { stream, .. } => (stream, true),
+        }
+    }
+}
+
+/// Why a webhook-only request could not be served.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WebhookOnlyError {
+    #[error("the fake sends no webhooks: start it with a webhook URL (--webhook-url)")]
+    NoTarget,
+    #[error("no webhooks for stream {0:?}: only subscriptions and orders have them")]
+    NoTopic(String),
+    #[error("{stream} has no record {id} (newer_than_api needs an existing id)")]
+    NoRecord { stream: String, id: i64 },
+    #[error("{stream} already has record {id} (unknown_entity needs an id the API does not have)")]
+    Exists { stream: String, id: i64 },
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// Requests per API path (e.g. `/subscription`), whatever the answer.
@@ -260,6 +293,7 @@ pub(crate) struct Control {
 
 pub(crate) struct Shared {
     cfg: FakeConfig,
+    outbox: Option<std::sync::Arc<webhooks::Outbox>>,
     clock: limiter::EpochClock,
     data: RwLock<Data>,
     ctl: Mutex<Control>,
@@ -280,6 +314,10 @@ impl Shared {
             }),
             data: RwLock::new(data),
             clock: limiter::EpochClock::start(),
+            outbox: cfg
+                .webhooks
+                .clone()
+                .map(|t| std::sync::Arc::new(webhooks::Outbox::new(t))),
             cfg,
         }
     }
@@ -302,8 +340,64 @@ impl Shared {
     }
 
     fn mutate(&self, m: &Mutation) -> Vec<serde_json::Value> {
+        self.mutate_with(m, Delivery::Plan)
+    }
+
+    /// Applies `m`, then sends the webhooks of its new versions as `how` says.
+    fn mutate_with(&self, m: &Mutation, how: Delivery) -> Vec<serde_json::Value> {
         let now = Utc::now().timestamp_millis();
-        self.data_write().apply(m, now)
+        let versions = self.data_write().apply(m, now);
+        if let Some(outbox) = &self.outbox {
+            let (stream, created) = m.target();
+            outbox.versions(stream, created, &versions, how);
+        }
+        versions
+    }
+
+    fn webhook_only(&self, w: &WebhookOnly) -> Result<serde_json::Value, WebhookOnlyError> {
+        let outbox = self.outbox.as_ref().ok_or(WebhookOnlyError::NoTarget)?;
+        let now = Utc::now().timestamp_millis();
+        let (stream, id) = match w {
+            WebhookOnly::NewerThanApi { stream, id }
+            | WebhookOnly::UnknownEntity { stream, id } => (stream, *id),
+        };
+        let topic = match stream.as_str() {
+            "subscriptions" => "subscription/updated",
+            "orders" => "order/processed",
+            _ => return Err(WebhookOnlyError::NoTopic(stream.clone())),
+        };
+        let s =
+            Stream::from_name(stream).ok_or_else(|| WebhookOnlyError::NoTopic(stream.clone()))?;
+        let data = self.data_read();
+        let payload = match w {
+            WebhookOnly::NewerThanApi { .. } => {
+                data.version_not_stored(s, id, now)
+                    .ok_or(WebhookOnlyError::NoRecord {
+                        stream: stream.clone(),
+                        id,
+                    })?
+            }
+            WebhookOnly::UnknownEntity { .. } => {
+                data.entity_not_stored(s, id, now)
+                    .ok_or(WebhookOnlyError::Exists {
+                        stream: stream.clone(),
+                        id,
+                    })?
+            }
+        };
+        drop(data);
+        outbox.send(topic, &payload, Delivery::Plan);
+        Ok(payload)
+    }
+
+    fn release_webhooks(&self) {
+        if let Some(o) = &self.outbox {
+            o.release();
+        }
+    }
+
+    fn webhook_stats(&self) -> WebhookStats {
+        self.outbox.as_ref().map(|o| o.stats()).unwrap_or_default()
     }
 
     fn schedule(&self, after_requests: u64, path: &str, m: Mutation) {

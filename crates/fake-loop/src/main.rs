@@ -9,7 +9,8 @@ use std::io::Write;
 
 use clap::Parser;
 use fake_loop::{
-    Counts, Distribution, FakeConfig, FakeServer, FilterBounds, LimiterKind, PageOrder, RetryAfter,
+    Counts, DeliveryPlan, Distribution, FakeConfig, FakeServer, FilterBounds, LimiterKind,
+    PageOrder, RetryAfter, SignatureEncoding, WebhookTarget,
 };
 
 #[derive(Parser, Debug)]
@@ -87,6 +88,33 @@ struct Args {
     /// Exit when stdin reaches EOF (for parents that cannot send signals).
     #[arg(long)]
     exit_on_stdin_eof: bool,
+    /// Send signed webhooks for new subscription and order versions to this URL, e.g.
+    /// http://127.0.0.1:8080/webhooks/loop.
+    #[arg(long, value_name = "URL")]
+    webhook_url: Option<String>,
+    /// HMAC-SHA256 key of X-Loop-Signature (with --webhook-url).
+    #[arg(
+        long,
+        env = "FAKE_LOOP_WEBHOOK_SECRET",
+        default_value = "fake-webhook-secret",
+        hide_env_values = true
+    )]
+    webhook_secret: String,
+    /// How X-Loop-Signature encodes the HMAC.
+    #[arg(long, value_enum, default_value_t = SignatureEncoding::Hex)]
+    webhook_encoding: SignatureEncoding,
+    /// Lose every n-th webhook (0 = none).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    webhook_drop_every: u64,
+    /// Send every n-th webhook twice, same webhook id (0 = none).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    webhook_duplicate_every: u64,
+    /// Wait this long before posting each webhook.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    webhook_delay_ms: u64,
+    /// Send webhooks in batches of N, each batch newest first (0 or 1 = in order).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    webhook_reorder_batch: usize,
 }
 
 impl Args {
@@ -111,6 +139,17 @@ impl Args {
             distribution: self.distribution,
             hot_second_records: self.hot_second_records,
             messy_timestamps: self.messy_timestamps,
+            webhooks: self.webhook_url.as_ref().map(|url| WebhookTarget {
+                url: url.clone(),
+                secret: self.webhook_secret.clone(),
+                encoding: self.webhook_encoding,
+                plan: DeliveryPlan {
+                    drop_every: self.webhook_drop_every,
+                    duplicate_every: self.webhook_duplicate_every,
+                    delay_ms: self.webhook_delay_ms,
+                    reorder_batch: self.webhook_reorder_batch,
+                },
+            }),
             ..FakeConfig::default()
         };
         if let Some(end) = self.data_end {
@@ -205,6 +244,48 @@ mod tests {
         assert_eq!(cfg.counts.subscriptions, 1_000_000);
         let fixed = Args::try_parse_from(["fake-loop", "--limiter", "fixed-window"]);
         assert_eq!(fixed.expect("valid").limiter, LimiterKind::FixedWindow);
+    }
+
+    #[test]
+    fn webhook_flags_map_onto_the_target_and_its_plan() {
+        let cfg = Args::try_parse_from([
+            "fake-loop",
+            "--webhook-url",
+            "http://127.0.0.1:8080/webhooks/loop",
+            "--webhook-secret",
+            "s3",
+            "--webhook-encoding",
+            "base64",
+            "--webhook-drop-every",
+            "5",
+            "--webhook-duplicate-every",
+            "3",
+            "--webhook-delay-ms",
+            "20",
+            "--webhook-reorder-batch",
+            "4",
+        ])
+        .expect("valid flags")
+        .config();
+        let t = cfg.webhooks.expect("a webhook target");
+        assert_eq!(t.url, "http://127.0.0.1:8080/webhooks/loop");
+        assert_eq!(
+            (t.secret.as_str(), t.encoding),
+            ("s3", SignatureEncoding::Base64)
+        );
+        assert_eq!(
+            t.plan,
+            DeliveryPlan {
+                drop_every: 5,
+                duplicate_every: 3,
+                delay_ms: 20,
+                reorder_batch: 4
+            }
+        );
+        let none = Args::try_parse_from(["fake-loop"])
+            .expect("no flags")
+            .config();
+        assert!(none.webhooks.is_none(), "no URL, no webhooks");
     }
 
     #[test]

@@ -20,7 +20,10 @@ use tokio::sync::{watch, Notify};
 
 use crate::data::{bounds_ms, ListQuery, Stream};
 use crate::limiter::{exact_seconds, whole_seconds, Verdict};
-use crate::{FakeConfig, Fault, FaultKind, Mutation, RetryAfter, Shared, Stats};
+use crate::{
+    Delivery, FakeConfig, Fault, FaultKind, Mutation, RetryAfter, Shared, Stats, WebhookOnly,
+    WebhookOnlyError, WebhookStats,
+};
 
 const VERSIONS: [&str; 2] = ["2023-10", "2026-04"];
 const MAX_PAGE_SIZE: i64 = 50;
@@ -151,6 +154,26 @@ impl FakeServer {
         self.shared.mutate(&m)
     }
 
+    /// Applies a mutation now and sends its webhooks as `how` says (instead of the plan).
+    pub fn mutate_with(&self, m: Mutation, how: Delivery) -> Vec<Value> {
+        self.shared.mutate_with(&m, how)
+    }
+
+    /// Sends a webhook without changing the API's data; returns its payload.
+    pub fn webhook_only(&self, w: WebhookOnly) -> Result<Value, WebhookOnlyError> {
+        self.shared.webhook_only(&w)
+    }
+
+    /// Sends every held webhook, newest first.
+    pub fn release_webhooks(&self) {
+        self.shared.release_webhooks()
+    }
+
+    /// What the webhook outbox did so far (all zero without a webhook target).
+    pub fn webhook_stats(&self) -> WebhookStats {
+        self.shared.webhook_stats()
+    }
+
     /// Applies `m` just before answering the (`after_requests`+1)-th request to `path`
     /// counted from now.
     pub fn schedule(&self, after_requests: u64, path: &str, m: Mutation) {
@@ -201,6 +224,9 @@ impl Drop for FakeServer {
 struct ConnKill(Arc<Notify>);
 
 async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    if let Some(outbox) = &shared.outbox {
+        tokio::spawn(Arc::clone(outbox).run());
+    }
     let router = router(shared);
     loop {
         tokio::select! {
@@ -261,6 +287,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/_control/token", post(ctl_token))
         .route("/_control/records/{stream}", get(ctl_records))
         .route("/_control/stats", get(ctl_stats))
+        .route("/_control/mutate_with", post(ctl_mutate_with))
+        .route("/_control/webhook_only", post(ctl_webhook_only))
+        .route("/_control/webhooks", get(ctl_webhook_stats))
+        .route("/_control/webhooks/release", post(ctl_webhooks_release))
         .fallback(api)
         .with_state(shared)
 }
@@ -270,6 +300,36 @@ fn router(shared: Arc<Shared>) -> Router {
 
 async fn ctl_mutate(State(s): State<Arc<Shared>>, Json(m): Json<Mutation>) -> Json<Vec<Value>> {
     Json(s.mutate(&m))
+}
+
+#[derive(Deserialize)]
+struct MutateWithReq {
+    mutation: Mutation,
+    #[serde(default)]
+    delivery: Delivery,
+}
+
+async fn ctl_mutate_with(
+    State(s): State<Arc<Shared>>,
+    Json(r): Json<MutateWithReq>,
+) -> Json<Vec<Value>> {
+    Json(s.mutate_with(&r.mutation, r.delivery))
+}
+
+async fn ctl_webhook_only(State(s): State<Arc<Shared>>, Json(w): Json<WebhookOnly>) -> Response {
+    match s.webhook_only(&w) {
+        Ok(payload) => Json(payload).into_response(),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+    }
+}
+
+async fn ctl_webhook_stats(State(s): State<Arc<Shared>>) -> Json<WebhookStats> {
+    Json(s.webhook_stats())
+}
+
+async fn ctl_webhooks_release(State(s): State<Arc<Shared>>) -> Json<Value> {
+    s.release_webhooks();
+    Json(json!({"ok": true}))
 }
 
 #[derive(Deserialize)]
@@ -479,12 +539,8 @@ async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         && method == Method::GET
         && !(version == "2026-04" && endpoint == "/order");
     let d = decide(&shared, &key, token, known);
-    if !d.mutations.is_empty() {
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut data = shared.data_write();
-        for m in &d.mutations {
-            data.apply(m, now);
-        }
+    for m in &d.mutations {
+        shared.mutate(m);
     }
     match d.fault {
         None => {}
