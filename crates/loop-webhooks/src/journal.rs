@@ -336,7 +336,7 @@ impl Journal {
     }
 }
 
-fn open_writer(path: &Path) -> Result<Connection, JournalError> {
+pub(crate) fn open_writer(path: &Path) -> Result<Connection, JournalError> {
     let opened = |source| JournalError::Open {
         path: path.to_path_buf(),
         source,
@@ -355,6 +355,7 @@ fn open_writer(path: &Path) -> Result<Connection, JournalError> {
     }
     conn.execute_batch("PRAGMA synchronous = FULL;")
         .and_then(|()| conn.execute_batch(SCHEMA))
+        .and_then(|()| conn.execute_batch(crate::reconciliation::SCHEMA))
         .map_err(opened)?;
     Ok(conn)
 }
@@ -472,7 +473,7 @@ impl Writer {
 
 /// Writes `events` in one IMMEDIATE transaction and commits it (fsync under
 /// synchronous=FULL). Returns one outcome per event, in order.
-fn write_transaction(
+pub(crate) fn write_transaction(
     conn: &mut Connection,
     events: &[&NewEvent],
     probe: bool,
@@ -481,7 +482,8 @@ fn write_transaction(
     let mut outcomes = Vec::with_capacity(events.len());
     {
         // Looked up first because an ignored INSERT would still use up an AUTOINCREMENT
-        // value, leaving gaps in seq; only this thread writes, so nothing races it.
+        // value, leaving gaps in seq; the IMMEDIATE transaction holds SQLite's write
+        // lock, so no other writer (the receiver's thread, a repair) races it.
         let mut exists = tx.prepare_cached("SELECT 1 FROM events WHERE webhook_id = ?1")?;
         let mut insert = tx.prepare_cached(INSERT_EVENT)?;
         let mut upsert = tx.prepare_cached(UPSERT_VERSION)?;
@@ -537,7 +539,7 @@ fn write_transaction(
 /// Read-only access to a journal; safe to use while a server is writing it (WAL lets
 /// readers see the last committed state without blocking the writer).
 pub struct JournalReader {
-    conn: Connection,
+    pub(crate) conn: Connection,
 }
 
 impl std::fmt::Debug for JournalReader {

@@ -7,9 +7,11 @@
 //! - [`journal`]: the SQLite journal, its writer thread and a read-only reader.
 //! - [`server`]: the axum HTTP server.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`reconciliation`]: reconciliation runs and repair events in the journal's database.
 
 pub mod journal;
 pub mod metrics;
+pub mod reconciliation;
 pub mod server;
 pub mod signature;
 

@@ -1,10 +1,15 @@
 //! Prometheus metrics of the receiver, in a registry of its own so an embedding binary
 //! can serve or merge them as it likes.
 
+use std::path::Path;
+
 use prometheus::{
-    Encoder as _, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder as _, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::journal::JournalReader;
+use crate::reconciliation::KINDS;
 
 /// Every value of the `reason` label of `loop_webhooks_rejected_total`.
 pub const REJECT_REASONS: [&str; 6] = [
@@ -29,6 +34,17 @@ pub struct Metrics {
     pub journal_bytes: IntGauge,
     pub last_event_age_seconds: Gauge,
     pub ack_seconds: Histogram,
+    pub reconcile: ReconcileMetrics,
+}
+
+/// What `source-loop reconcile` left in the journal's database, as gauges (refreshed
+/// from the database on every scrape, so runs made by another process show up).
+#[derive(Clone)]
+pub struct ReconcileMetrics {
+    pub last_run_timestamp_seconds: Gauge,
+    pub drift: IntGaugeVec,
+    pub repairs: IntCounterVec,
+    pub within_tolerance: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -114,7 +130,9 @@ impl Metrics {
         registry
             .register(Box::new(ack_seconds.clone()))
             .expect("unique metric");
+        let reconcile = ReconcileMetrics::register(&registry);
         Metrics {
+            reconcile,
             registry,
             received,
             verified,
@@ -126,6 +144,33 @@ impl Metrics {
             journal_bytes,
             last_event_age_seconds,
             ack_seconds,
+        }
+    }
+
+    /// Reads the last reconciliation run and the repairs from the journal. A journal
+    /// that cannot be read leaves the values as they were (the receiver's own metrics
+    /// report its journal's problems).
+    pub fn observe_reconciliation(&self, journal: &Path) {
+        let Ok(summary) = JournalReader::open(journal).and_then(|r| r.reconcile_summary()) else {
+            return;
+        };
+        let r = &self.reconcile;
+        if let Some(run) = &summary.last_run {
+            r.last_run_timestamp_seconds
+                .set(run.generated_at_ms as f64 / 1000.0);
+            r.within_tolerance.set(i64::from(run.within_tolerance));
+            for (stream, _) in KINDS {
+                if let Some(d) = run.report["streams"][stream]["drift"].as_i64() {
+                    r.drift.with_label_values(&[stream]).set(d);
+                }
+            }
+        }
+        for (stream, total) in summary.repairs {
+            let c = r.repairs.with_label_values(&[&stream]);
+            let seen = i64::try_from(c.get()).unwrap_or(i64::MAX);
+            if total > seen {
+                c.inc_by((total - seen) as u64);
+            }
         }
     }
 
@@ -146,8 +191,122 @@ impl Metrics {
     }
 }
 
+impl ReconcileMetrics {
+    fn register(registry: &Registry) -> ReconcileMetrics {
+        let last_run_timestamp_seconds = Gauge::new(
+            "loop_reconcile_last_run_timestamp_seconds",
+            "Unix time of the last `source-loop reconcile` run; 0 before the first.",
+        )
+        .expect("valid metric");
+        let drift = IntGaugeVec::new(
+            Opts::new(
+                "loop_reconcile_drift",
+                "Differences between the API and the journal found by the last reconciliation, by stream.",
+            ),
+            &["stream"],
+        )
+        .expect("valid metric");
+        let repairs = IntCounterVec::new(
+            Opts::new(
+                "loop_reconcile_repairs_total",
+                "Repair events (the API's version of an entity whose webhook was missed) in the journal, by stream.",
+            ),
+            &["stream"],
+        )
+        .expect("valid metric");
+        let within_tolerance = IntGauge::new(
+            "loop_reconcile_within_tolerance",
+            "1 when the last reconciliation's drift was within tolerance, 0 when not, -1 before the first run.",
+        )
+        .expect("valid metric");
+        within_tolerance.set(-1);
+        for (stream, _) in KINDS {
+            drift.with_label_values(&[stream]);
+            repairs.with_label_values(&[stream]);
+        }
+        for m in [
+            Box::new(last_run_timestamp_seconds.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(drift.clone()),
+            Box::new(repairs.clone()),
+            Box::new(within_tolerance.clone()),
+        ] {
+            registry.register(m).expect("unique metric");
+        }
+        ReconcileMetrics {
+            last_run_timestamp_seconds,
+            drift,
+            repairs,
+            within_tolerance,
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Journal, JournalOptions};
+    use crate::reconciliation::{Repair, RepairWriter};
+
+    fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+    }
+
+    #[tokio::test]
+    async fn reconciliation_gauges_follow_the_runs_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let journal = Journal::open(&path, JournalOptions::default()).unwrap();
+        let metrics = Metrics::new();
+        metrics.observe_reconciliation(&path);
+        let before = metrics.render();
+        assert_eq!(
+            line(&before, "loop_reconcile_within_tolerance "),
+            "loop_reconcile_within_tolerance -1"
+        );
+        assert_eq!(
+            line(&before, "loop_reconcile_last_run_timestamp_seconds "),
+            "loop_reconcile_last_run_timestamp_seconds 0"
+        );
+
+        let mut w = RepairWriter::open(&path).unwrap();
+        let order = |id: &str| Repair {
+            kind: "order".into(),
+            id: id.into(),
+            updated_at_ms: 1_000,
+            payload: "{}".into(),
+        };
+        w.repair(&[order("1"), order("2")]).unwrap();
+        let report = serde_json::json!({"streams": {
+            "subscriptions": {"drift": 4}, "orders": {"drift": 0}}});
+        w.record_run(1_700_000_000_500, false, &report).unwrap();
+        // twice: the counter only moves by what is new
+        metrics.observe_reconciliation(&path);
+        metrics.observe_reconciliation(&path);
+        let after = metrics.render();
+        for (prefix, want) in [
+            ("loop_reconcile_last_run_timestamp_seconds ", "1700000000.5"),
+            ("loop_reconcile_within_tolerance ", "0"),
+            ("loop_reconcile_drift{stream=\"subscriptions\"}", "4"),
+            ("loop_reconcile_drift{stream=\"orders\"}", "0"),
+            ("loop_reconcile_repairs_total{stream=\"orders\"}", "2"),
+            (
+                "loop_reconcile_repairs_total{stream=\"subscriptions\"}",
+                "0",
+            ),
+        ] {
+            assert!(
+                line(&after, prefix).ends_with(&format!(" {want}")),
+                "{prefix}: {after}"
+            );
+        }
+        journal.shutdown().await;
     }
 }

@@ -570,6 +570,7 @@ async fn metrics_text(State(app): State<Arc<AppState>>) -> Response {
         ((Utc::now().timestamp_millis() - ms).max(0) as f64) / 1000.0
     });
     app.metrics.last_event_age_seconds.set(age);
+    app.metrics.observe_reconciliation(path);
     (
         StatusCode::OK,
         [(
