@@ -20,7 +20,8 @@ use crate::config::WebhookSettings;
 Three ways to run it:\n\
   * standalone:  source-loop read --config config.json --catalog catalog/configured_catalog.json > out.jsonl\n\
   * in Airbyte:  the Docker image is a custom connector (spec, check, discover, read)\n\
-  * webhooks:    source-loop serve --config config.json --listen 127.0.0.1:8080\n\n\
+  * webhooks:    source-loop serve --config config.json --listen 127.0.0.1:8080\n\
+  * reconcile:   source-loop reconcile --config config.json [--repair]\n\n\
 The config file is one JSON object (README: Config reference; `source-loop spec` prints its schema), e.g.\n\
   {\"api_token\": \"YOUR_LOOP_TOKEN\", \"start_date\": \"2024-01-01\"}"
 )]
@@ -72,6 +73,22 @@ enum Command {
         #[arg(long)]
         emit: bool,
     },
+    /// Compare the webhook journal with the API (subscriptions, orders): a JSON report on
+    /// stdout; exit 0 within tolerance, 2 beyond it, 1 on errors.
+    Reconcile {
+        #[arg(long, value_name = "FILE", help = CONFIG_HELP)]
+        config: PathBuf,
+        /// Compare the changes since this instant (RFC 3339 or a date); default and
+        /// earliest: the journal's first event.
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Streams to compare, comma-separated.
+        #[arg(long, value_name = "LIST", default_value = "subscriptions,orders")]
+        streams: String,
+        /// Journal the API's version of every entity whose webhook was missed.
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -96,6 +113,12 @@ pub fn main() -> ExitCode {
             listen,
             emit,
         } => serve(&config, listen, emit),
+        Command::Reconcile {
+            config,
+            since,
+            streams,
+            repair,
+        } => crate::reconcile::command(&config, since.as_deref(), Some(&streams), repair),
     };
     match result {
         Ok(code) => code,

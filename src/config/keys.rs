@@ -91,6 +91,25 @@ pub const WEBHOOK_MAX_BODY_BYTES: IntKey = IntKey {
     max: 64 * 1024 * 1024,
     default: 1024 * 1024,
 };
+/// `reconcile`: differences (missed webhooks, API behind, only in the journal) tolerated
+/// before it exits 2; the larger of this and the fraction below applies.
+pub const RECONCILE_MAX_DRIFT: IntKey = IntKey {
+    key: "reconcile_max_drift",
+    min: 0,
+    max: 1_000_000_000,
+    default: 0,
+};
+/// `reconcile`: tolerated differences as a share of the entities checked.
+pub const RECONCILE_MAX_DRIFT_FRACTION_DEFAULT: f64 = 0.0;
+pub const RECONCILE_MAX_DRIFT_FRACTION_MAX: f64 = 1.0;
+/// `reconcile`: changes younger than this are not compared (their webhook may still be
+/// on its way: Loop retries for hours, but most arrive within seconds).
+pub const RECONCILE_SETTLE_SECONDS: IntKey = IntKey {
+    key: "reconcile_settle_seconds",
+    min: 0,
+    max: 86_400,
+    default: 60,
+};
 /// One `rate_limits` entry: `requests` per `per_seconds`.
 pub const RATE_LIMIT_REQUESTS: IntKey = IntKey {
     key: "requests",

@@ -132,13 +132,24 @@ pub struct WebhookSettings {
     pub max_body_bytes: usize,
 }
 
-/// The connector's configuration (`check`, `discover`, `read`).
+/// What `reconcile` tolerates and when it compares.
+#[derive(Debug, Clone)]
+pub struct ReconcileSettings {
+    /// Differences tolerated before `reconcile` exits 2 (the larger of the two applies).
+    pub max_drift: u64,
+    pub max_drift_fraction: f64,
+    /// Changes younger than this are left to the next run.
+    pub settle: Duration,
+}
+
+/// The connector's configuration (`check`, `discover`, `read`, `reconcile`).
 #[derive(Debug, Clone)]
 pub struct Config {
     pub api: ApiSettings,
     pub pacing: PacingSettings,
     pub sync: SyncSettings,
     pub webhooks: WebhookSettings,
+    pub reconcile: ReconcileSettings,
     /// What did not stop parsing but is probably a mistake (unknown keys, with the key
     /// they look like): the front end shows them.
     pub warnings: Vec<String>,
@@ -401,6 +412,20 @@ fn read_webhooks(r: &mut Reader) -> WebhookSettings {
     }
 }
 
+fn read_reconcile(r: &mut Reader) -> ReconcileSettings {
+    ReconcileSettings {
+        max_drift: r.integer(&RECONCILE_MAX_DRIFT),
+        max_drift_fraction: r.number_in(
+            "reconcile_max_drift_fraction",
+            0.0,
+            RECONCILE_MAX_DRIFT_FRACTION_MAX,
+            RECONCILE_MAX_DRIFT_FRACTION_DEFAULT,
+            "; the share of checked entities that may differ, e.g. 0.01 for 1 %",
+        ),
+        settle: Duration::from_secs(r.integer(&RECONCILE_SETTLE_SECONDS)),
+    }
+}
+
 fn parse_object(text: &str) -> Result<Map<String, Value>, ConfigError> {
     let value: Value = serde_json::from_str(text).map_err(|e| ConfigError {
         problems: vec![format!(
@@ -425,6 +450,7 @@ struct Sections {
     pacing: PacingSettings,
     sync: SyncSettings,
     webhooks: WebhookSettings,
+    reconcile: ReconcileSettings,
     warnings: Vec<String>,
 }
 
@@ -435,6 +461,7 @@ fn read_sections(obj: &Map<String, Value>, token_required: bool) -> Result<Secti
     let pacing = read_pacing(&mut r);
     let sync = read_sync(&mut r);
     let webhooks = read_webhooks(&mut r);
+    let reconcile = read_reconcile(&mut r);
     let mut warnings = r.unknown_keys();
     warnings.append(&mut r.nested_unknown);
     match sync {
@@ -443,6 +470,7 @@ fn read_sections(obj: &Map<String, Value>, token_required: bool) -> Result<Secti
             pacing,
             sync,
             webhooks,
+            reconcile,
             warnings,
         }),
         _ => Err(ConfigError {
@@ -482,6 +510,7 @@ impl Config {
             pacing: s.pacing,
             sync: s.sync,
             webhooks: s.webhooks,
+            reconcile: s.reconcile,
             warnings: s.warnings,
         })
     }
@@ -648,6 +677,8 @@ mod tests {
             ),
             (&props["clock_skew_seconds"], CLOCK_SKEW_SECONDS),
             (&props["webhook_max_body_bytes"], WEBHOOK_MAX_BODY_BYTES),
+            (&props["reconcile_max_drift"], RECONCILE_MAX_DRIFT),
+            (&props["reconcile_settle_seconds"], RECONCILE_SETTLE_SECONDS),
             (
                 &props["retry"]["properties"]["max_attempts"],
                 RETRY_MAX_ATTEMPTS,
@@ -744,5 +775,15 @@ mod tests {
             props["rate_limit_margin"]["maximum"],
             json!(RATE_LIMIT_MARGIN_MAX as u64)
         );
+        let fraction = &props["reconcile_max_drift_fraction"];
+        assert_eq!(
+            fraction["default"].as_f64(),
+            Some(RECONCILE_MAX_DRIFT_FRACTION_DEFAULT)
+        );
+        assert_eq!(
+            fraction["maximum"].as_f64(),
+            Some(RECONCILE_MAX_DRIFT_FRACTION_MAX)
+        );
+        assert_eq!(fraction["minimum"].as_f64(), Some(0.0));
     }
 }

@@ -1,0 +1,681 @@
+//! `reconcile`: proves that the webhook journal and the API agree, and repairs what they
+//! don't. The API is read through the engine (pacing, retries, windows), exactly as
+//! `read` reads it, into a collecting [`Writer`]; the journal is read as of the same
+//! instant; the two are compared entity by entity.
+//!
+//! The compared range is `[since, until]`: `since` defaults to the journal's first
+//! event and is never earlier (nothing before it could have had a webhook); `until` is
+//! the start of the run minus `reconcile_settle_seconds` (a webhook for a younger change
+//! may still be on its way). An entity is compared when its API version or its newest
+//! journaled version (at or before `until`) lies in the range; an entity whose API
+//! version is younger than `until` changed during the run and is left to the next one.
+//!
+//! - `missed_webhooks`: the API's version is newer than any the journal holds.
+//! - `api_behind`: the journal holds a newer version than the API returns.
+//! - `only_in_journal`: the API does not return the entity at all.
+//!
+//! The API read covers `[since, now]`, which is cheap. Only when the journal holds
+//! entities that read did not return is the stream read again from `start_date`, to
+//! tell `api_behind` (the API shows an older version) from `only_in_journal`.
+//!
+//! `--repair` journals the API's version of every missed entity as a repair event
+//! (`loop_webhooks::reconciliation`: its own topic, an id derived from the version, so a
+//! second repair adds nothing). Every run is stored in the journal's `reconcile_runs`
+//! table, which `read` emits as the `reconciliation_reports` stream and `/metrics`
+//! reports.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use loop_time::{format_instant, format_ms};
+use loop_webhooks::journal::{AppendOutcome, JournalError, JournalReader};
+use loop_webhooks::reconciliation::{Repair, RepairWriter, KINDS};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::event::{Event, Level};
+use crate::output::Writer;
+use crate::run::{self, ReadRequest, RunError};
+use crate::state::id_key;
+use crate::streams::{self, Selected, StreamDef, SyncMode};
+
+/// Exit code when the drift exceeds the tolerance (0: within, 1: an error).
+pub const EXIT_BEYOND_TOLERANCE: u8 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("cannot read the config file {path}: {source}")]
+    ConfigFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("--since {0:?} is not a date: use RFC 3339, e.g. 2024-01-01T00:00:00Z, or a date such as 2024-01-01")]
+    Since(String),
+    #[error("--streams: {0:?} is not a stream with webhooks; reconcile compares {streams}", streams = KINDS.map(|k| k.0).join(", "))]
+    Stream(String),
+    #[error("reconcile needs `journal_path` in the config: the webhook journal that `source-loop serve` writes")]
+    NoJournalPath,
+    #[error("the webhook journal {} does not exist: start `source-loop serve` with this config first, or fix `journal_path`", .0.display())]
+    JournalMissing(PathBuf),
+    #[error("the webhook journal {} holds no events yet: reconcile compares the API with the webhooks received, so run it once `serve` has received some", .0.display())]
+    EmptyJournal(PathBuf),
+    #[error("webhook journal {}: {source}", path.display())]
+    Journal {
+        path: PathBuf,
+        #[source]
+        source: JournalError,
+    },
+    #[error("nothing to compare: --since {since} is after the end of the compared range {until} (now minus `reconcile_settle_seconds`)")]
+    EmptyRange { since: String, until: String },
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("reading the API failed: {0}")]
+    Api(String),
+}
+
+/// What to compare, from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub since: Option<DateTime<Utc>>,
+    pub streams: Vec<&'static StreamDef>,
+    pub repair: bool,
+}
+
+impl Options {
+    /// `--since` and `--streams` as typed on the command line.
+    pub fn parse(
+        since: Option<&str>,
+        streams: Option<&str>,
+        repair: bool,
+    ) -> Result<Options, ReconcileError> {
+        let since = since
+            .map(|s| loop_time::parse_instant(s).ok_or_else(|| ReconcileError::Since(s.into())))
+            .transpose()?;
+        let names: Vec<&str> = match streams {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect(),
+            None => KINDS.iter().map(|k| k.0).collect(),
+        };
+        let mut defs: Vec<&'static StreamDef> = Vec::new();
+        for name in names {
+            let def = KINDS
+                .iter()
+                .any(|k| k.0 == name)
+                .then(|| streams::find(name))
+                .flatten()
+                .ok_or_else(|| ReconcileError::Stream(name.into()))?;
+            if !defs.iter().any(|d| d.name == def.name) {
+                defs.push(def);
+            }
+        }
+        if defs.is_empty() {
+            return Err(ReconcileError::Stream(String::new()));
+        }
+        Ok(Options {
+            since,
+            streams: defs,
+            repair,
+        })
+    }
+}
+
+/// One entity whose API and journal versions differ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Difference {
+    pub id: String,
+    pub api_updated_at: String,
+    pub journal_updated_at: Option<String>,
+}
+
+/// An entity only the journal knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JournalOnly {
+    pub id: String,
+    pub journal_updated_at: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StreamReport {
+    /// Entities compared (every list below plus `agree`).
+    pub checked: u64,
+    pub agree: u64,
+    /// `missed_webhooks` + `api_behind` + `only_in_journal`.
+    pub drift: u64,
+    /// Missed entities journaled by this run's `--repair` (0 without it, or when an
+    /// earlier repair had journaled them already).
+    pub repaired: u64,
+    pub missed_webhooks: Vec<Difference>,
+    pub api_behind: Vec<Difference>,
+    pub only_in_journal: Vec<JournalOnly>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tolerance {
+    pub max_drift: u64,
+    pub max_drift_fraction: f64,
+    /// The larger of `max_drift` and `max_drift_fraction` × checked (rounded down).
+    pub allowed: u64,
+}
+
+/// The report `reconcile` prints and stores.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub generated_at: String,
+    pub since: String,
+    pub until: String,
+    pub journal_started_at: String,
+    pub streams: BTreeMap<&'static str, StreamReport>,
+    /// Journal events received in the range, by topic.
+    pub topics: BTreeMap<String, i64>,
+    pub checked: u64,
+    pub drift: u64,
+    pub tolerance: Tolerance,
+    pub within_tolerance: bool,
+    pub repair: bool,
+    pub repaired: u64,
+}
+
+/// The API's current version of one entity.
+#[derive(Debug, Clone)]
+pub struct ApiVersion {
+    pub updated_ms: i64,
+    /// The record as the engine emitted it (validated, normalized).
+    pub record: Box<RawValue>,
+}
+
+type ApiVersions = HashMap<String, ApiVersion>;
+
+/// `[since, until]` in unix ms.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    pub since_ms: i64,
+    pub until_ms: i64,
+}
+
+impl Range {
+    fn contains(&self, ms: i64) -> bool {
+        (self.since_ms..=self.until_ms).contains(&ms)
+    }
+}
+
+/// Compares one stream; `journal` holds each entity's newest version at or before
+/// `until`. Lists are sorted by id (numerically when ids are numbers).
+pub fn compare(api: &ApiVersions, journal: &HashMap<String, i64>, range: Range) -> StreamReport {
+    let mut r = StreamReport::default();
+    for (id, a) in api {
+        if a.updated_ms > range.until_ms {
+            continue; // changed during this run: the next run compares it
+        }
+        let j = journal.get(id).copied();
+        if !range.contains(a.updated_ms) && !j.is_some_and(|j| range.contains(j)) {
+            continue;
+        }
+        let diff = || Difference {
+            id: id.clone(),
+            api_updated_at: format_ms(a.updated_ms),
+            journal_updated_at: j.map(format_ms),
+        };
+        match j {
+            Some(j) if j == a.updated_ms => r.agree += 1,
+            Some(j) if j > a.updated_ms => r.api_behind.push(diff()),
+            _ => r.missed_webhooks.push(diff()),
+        }
+    }
+    for (id, j) in journal {
+        if range.contains(*j) && !api.contains_key(id) {
+            r.only_in_journal.push(JournalOnly {
+                id: id.clone(),
+                journal_updated_at: format_ms(*j),
+            });
+        }
+    }
+    let order = |id: &str| (id.len(), id.to_string());
+    r.missed_webhooks.sort_by_key(|d| order(&d.id));
+    r.api_behind.sort_by_key(|d| order(&d.id));
+    r.only_in_journal.sort_by_key(|d| order(&d.id));
+    r.drift = (r.missed_webhooks.len() + r.api_behind.len() + r.only_in_journal.len()) as u64;
+    r.checked = r.agree + r.drift;
+    r
+}
+
+/// The larger of the count and the fraction of `checked`.
+pub fn allowed_drift(max_drift: u64, fraction: f64, checked: u64) -> u64 {
+    max_drift.max((fraction * checked as f64).floor() as u64)
+}
+
+/// Collects the newest version of every record the engine emits, and its errors.
+#[derive(Default)]
+struct Collected {
+    versions: HashMap<&'static str, ApiVersions>,
+    errors: Vec<String>,
+    unreadable: Vec<String>,
+}
+
+struct Collector(Arc<Mutex<Collected>>);
+
+#[derive(Deserialize)]
+struct RecordKeys {
+    id: Value,
+    #[serde(rename = "updatedAt")]
+    updated_at: Option<String>,
+}
+
+impl Writer for Collector {
+    fn write(&mut self, event: &Event) -> io::Result<()> {
+        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            Event::Record { stream, data } => {
+                let keys = serde_json::from_str::<RecordKeys>(data.get()).ok();
+                let parsed = keys.and_then(|k| {
+                    let ms = k
+                        .updated_at
+                        .as_deref()
+                        .and_then(loop_time::parse_rfc3339_ms)?;
+                    Some((id_key(&k.id)?, ms))
+                });
+                let Some((id, updated_ms)) = parsed else {
+                    c.unreadable
+                        .push(format!("{stream}: a record without id or updatedAt"));
+                    return Ok(());
+                };
+                let versions = c.versions.entry(stream).or_default();
+                if versions.get(&id).is_none_or(|v| v.updated_ms < updated_ms) {
+                    versions.insert(
+                        id,
+                        ApiVersion {
+                            updated_ms,
+                            record: data.clone(),
+                        },
+                    );
+                }
+            }
+            Event::Error { message, .. } => c.errors.push(message.clone()),
+            Event::Log {
+                level: Level::Warn | Level::Error,
+                message,
+            } => crate::output::warning_line(message),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads `defs` from the API from `start`, through the engine, without folding webhooks.
+fn read_api(
+    config: &Config,
+    defs: &[&'static StreamDef],
+    start: DateTime<Utc>,
+) -> Result<HashMap<&'static str, ApiVersions>, ReconcileError> {
+    let mut config = config.clone();
+    config.sync.start_date = start;
+    config.webhooks.journal_path = None;
+    let collected = Arc::new(Mutex::new(Collected::default()));
+    let request = ReadRequest {
+        config,
+        selected: defs
+            .iter()
+            .map(|d| Selected::new(d, SyncMode::Incremental))
+            .collect(),
+        state: Default::default(),
+        notes: Vec::new(),
+        progress: false,
+        output_gone: None,
+    };
+    let outcome = run::read(request, Collector(Arc::clone(&collected)))?;
+    let mut c = std::mem::take(&mut *collected.lock().unwrap_or_else(|e| e.into_inner()));
+    outcome
+        .output
+        .map_err(|e| ReconcileError::Api(e.to_string()))?;
+    if !outcome.summary.all_ok() || !c.errors.is_empty() {
+        c.errors.extend(
+            outcome
+                .summary
+                .reports
+                .iter()
+                .filter(|r| !r.ok && r.error.is_none())
+                .map(|r| format!("stream {} did not complete", r.name)),
+        );
+        return Err(ReconcileError::Api(c.errors.join("; ")));
+    }
+    if let Some(first) = c.unreadable.first() {
+        return Err(ReconcileError::Api(format!(
+            "{first} ({} in all): cannot compare it with the journal",
+            c.unreadable.len()
+        )));
+    }
+    Ok(c.versions)
+}
+
+fn kind_of(stream: &str) -> &'static str {
+    KINDS
+        .iter()
+        .find(|k| k.0 == stream)
+        .map_or("subscription", |k| k.1)
+}
+
+/// Runs one reconciliation: compares, repairs when asked, stores the run.
+pub fn reconcile(config: &Config, options: &Options) -> Result<Report, ReconcileError> {
+    let now = Utc::now();
+    let path = config
+        .webhooks
+        .journal_path
+        .clone()
+        .ok_or(ReconcileError::NoJournalPath)?;
+    if !path.exists() {
+        return Err(ReconcileError::JournalMissing(path));
+    }
+    let journal_error = |source| ReconcileError::Journal {
+        path: path.clone(),
+        source,
+    };
+    let reader = JournalReader::open(&path).map_err(journal_error)?;
+    let started_ms = reader
+        .first_received_ms()
+        .map_err(journal_error)?
+        .ok_or_else(|| ReconcileError::EmptyJournal(path.clone()))?;
+    let since_ms = options
+        .since
+        .map_or(started_ms, |s| s.timestamp_millis().max(started_ms));
+    let settle_ms = i64::try_from(config.reconcile.settle.as_millis()).unwrap_or(i64::MAX);
+    let range = Range {
+        since_ms,
+        until_ms: now.timestamp_millis() - settle_ms,
+    };
+    if range.since_ms > range.until_ms {
+        return Err(ReconcileError::EmptyRange {
+            since: format_ms(range.since_ms),
+            until: format_ms(range.until_ms),
+        });
+    }
+    let since = DateTime::from_timestamp_millis(since_ms).unwrap_or(now);
+    let mut api = read_api(config, &options.streams, since)?;
+
+    let mut streams = BTreeMap::new();
+    let mut journal_versions = HashMap::new();
+    for def in &options.streams {
+        let versions = reader
+            .versions_as_of(kind_of(def.name), range.until_ms)
+            .map_err(journal_error)?;
+        journal_versions.insert(def.name, versions);
+    }
+    // Entities the journal knows but the read from `since` did not return: the API may
+    // show an older version of them, so read those streams from `start_date`.
+    let unresolved: Vec<&'static StreamDef> = options
+        .streams
+        .iter()
+        .copied()
+        .filter(|d| {
+            let got = api.get(d.name);
+            journal_versions[d.name]
+                .iter()
+                .any(|(id, j)| range.contains(*j) && got.is_none_or(|a| !a.contains_key(id)))
+        })
+        .collect();
+    if !unresolved.is_empty() && config.sync.start_date < since {
+        for (name, full) in read_api(config, &unresolved, config.sync.start_date)? {
+            let merged = api.entry(name).or_default();
+            for (id, v) in full {
+                if merged.get(&id).is_none_or(|m| m.updated_ms < v.updated_ms) {
+                    merged.insert(id, v);
+                }
+            }
+        }
+    }
+    for def in &options.streams {
+        let empty = ApiVersions::new();
+        let report = compare(
+            api.get(def.name).unwrap_or(&empty),
+            &journal_versions[def.name],
+            range,
+        );
+        streams.insert(def.name, report);
+    }
+
+    let checked: u64 = streams.values().map(|s| s.checked).sum();
+    let drift: u64 = streams.values().map(|s| s.drift).sum();
+    let r = &config.reconcile;
+    let allowed = allowed_drift(r.max_drift, r.max_drift_fraction, checked);
+    let mut writer = RepairWriter::open(&path).map_err(journal_error)?;
+    let mut repaired = 0;
+    if options.repair {
+        for (name, report) in streams.iter_mut() {
+            let versions = api.get(name);
+            let repairs: Vec<Repair> = report
+                .missed_webhooks
+                .iter()
+                .filter_map(|d| {
+                    let v = versions?.get(&d.id)?;
+                    Some(Repair {
+                        kind: kind_of(name).to_string(),
+                        id: d.id.clone(),
+                        updated_at_ms: v.updated_ms,
+                        payload: v.record.get().to_string(),
+                    })
+                })
+                .collect();
+            let outcomes = writer.repair(&repairs).map_err(journal_error)?;
+            report.repaired = outcomes
+                .iter()
+                .filter(|o| matches!(o, AppendOutcome::Accepted { .. }))
+                .count() as u64;
+            repaired += report.repaired;
+        }
+    }
+    let topics = reader
+        .topic_counts(range.since_ms, range.until_ms)
+        .map_err(journal_error)?;
+    let report = Report {
+        generated_at: format_instant(now),
+        since: format_ms(range.since_ms),
+        until: format_ms(range.until_ms),
+        journal_started_at: format_ms(started_ms),
+        streams,
+        topics,
+        checked,
+        drift,
+        tolerance: Tolerance {
+            max_drift: r.max_drift,
+            max_drift_fraction: r.max_drift_fraction,
+            allowed,
+        },
+        within_tolerance: drift <= allowed,
+        repair: options.repair,
+        repaired,
+    };
+    let value = serde_json::to_value(&report).unwrap_or_default();
+    writer
+        .record_run(now.timestamp_millis(), report.within_tolerance, &value)
+        .map_err(journal_error)?;
+    Ok(report)
+}
+
+/// The `reconcile` command: the report on stdout, a summary on stderr, the exit code.
+pub fn command(
+    config: &Path,
+    since: Option<&str>,
+    streams: Option<&str>,
+    repair: bool,
+) -> io::Result<ExitCode> {
+    let result = std::fs::read_to_string(config)
+        .map_err(|source| ReconcileError::ConfigFile {
+            path: config.to_path_buf(),
+            source,
+        })
+        .and_then(|text| Ok(Config::from_json_str(&text)?))
+        .and_then(|c| Ok((c, Options::parse(since, streams, repair)?)));
+    let (config, options) = match result {
+        Ok(x) => x,
+        Err(e) => return fail(&e),
+    };
+    for w in &config.warnings {
+        crate::output::warning_line(w);
+    }
+    if let (Some(asked), Some(path)) = (options.since, &config.webhooks.journal_path) {
+        if let Some(start) = JournalReader::open(path)
+            .ok()
+            .and_then(|r| r.first_received_ms().ok().flatten())
+            .filter(|start| asked.timestamp_millis() < *start)
+        {
+            crate::output::warning_line(&format!(
+                "--since {} is before the journal began ({}): compared from there, since nothing earlier could have had a webhook",
+                format_instant(asked),
+                format_ms(start)
+            ));
+        }
+    }
+    let report = match reconcile(&config, &options) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &report).map_err(io::Error::other)?;
+    writeln!(out)?;
+    out.flush()?;
+    eprintln!("{}", summary(&report));
+    Ok(if report.within_tolerance {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_BEYOND_TOLERANCE)
+    })
+}
+
+fn fail(e: &ReconcileError) -> io::Result<ExitCode> {
+    eprintln!("source-loop reconcile: error: {e}");
+    Ok(ExitCode::FAILURE)
+}
+
+/// The human summary: one line per stream and a verdict.
+pub fn summary(r: &Report) -> String {
+    let mut lines = vec![format!("source-loop reconcile: {} → {}", r.since, r.until)];
+    for (name, s) in &r.streams {
+        let mut line = format!(
+            "  {name}: {} checked, {} agree, {} missed webhooks, {} API behind, {} only in the journal",
+            s.checked,
+            s.agree,
+            s.missed_webhooks.len(),
+            s.api_behind.len(),
+            s.only_in_journal.len()
+        );
+        if r.repair {
+            line.push_str(&format!(", {} repaired", s.repaired));
+        }
+        lines.push(line);
+    }
+    lines.push(if r.within_tolerance {
+        format!(
+            "  drift {} within tolerance ({} allowed)",
+            r.drift, r.tolerance.allowed
+        )
+    } else {
+        format!(
+            "  drift {} BEYOND tolerance ({} allowed): exit {EXIT_BEYOND_TOLERANCE}",
+            r.drift, r.tolerance.allowed
+        )
+    });
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(entries: &[(&str, i64)]) -> ApiVersions {
+        entries
+            .iter()
+            .map(|(id, ms)| {
+                let record = RawValue::from_string(format!(r#"{{"id":{id}}}"#)).unwrap();
+                (
+                    id.to_string(),
+                    ApiVersion {
+                        updated_ms: *ms,
+                        record,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn journal(entries: &[(&str, i64)]) -> HashMap<String, i64> {
+        entries
+            .iter()
+            .map(|(id, ms)| (id.to_string(), *ms))
+            .collect()
+    }
+
+    #[test]
+    fn each_difference_lands_in_its_list_and_nothing_else_does() {
+        let range = Range {
+            since_ms: 1_000,
+            until_ms: 2_000,
+        };
+        let r = compare(
+            &api(&[
+                ("1", 1_500), // agrees
+                ("2", 1_600), // journal older: missed
+                ("3", 1_700), // journal never saw it: missed
+                ("4", 1_200), // journal newer: API behind
+                ("5", 500),   // journal newer, API older than since: API behind
+                ("6", 2_500), // changed during the run: not compared
+                ("7", 400),   // both before since: not compared
+                ("10", 1_100),
+            ]),
+            &journal(&[
+                ("1", 1_500),
+                ("2", 1_100),
+                ("4", 1_900),
+                ("5", 1_300),
+                ("6", 1_000),
+                ("7", 300),
+                ("8", 1_800), // the API does not have it
+                ("9", 900),   // not in the API, before since: not compared
+                ("10", 1_100),
+            ]),
+            range,
+        );
+        let ids = |d: &[Difference]| d.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&r.missed_webhooks), ["2", "3"]);
+        assert_eq!(r.missed_webhooks[1].journal_updated_at, None);
+        assert_eq!(ids(&r.api_behind), ["4", "5"]);
+        assert_eq!(r.only_in_journal.len(), 1);
+        assert_eq!(r.only_in_journal[0].id, "8");
+        assert_eq!((r.agree, r.drift, r.checked), (2, 5, 7));
+    }
+
+    #[test]
+    fn the_tolerance_is_the_larger_of_count_and_fraction() {
+        assert_eq!(allowed_drift(0, 0.0, 1000), 0);
+        assert_eq!(allowed_drift(3, 0.0, 1000), 3);
+        assert_eq!(allowed_drift(3, 0.01, 1000), 10);
+        assert_eq!(allowed_drift(0, 0.01, 99), 0);
+    }
+
+    #[test]
+    fn streams_and_since_are_checked_and_named() {
+        let o = Options::parse(Some("2024-01-01"), Some("orders, orders"), true).unwrap();
+        assert_eq!(o.streams.len(), 1);
+        assert_eq!(o.streams[0].name, "orders");
+        let all = Options::parse(None, None, false).unwrap();
+        assert_eq!(all.streams.len(), 2);
+        let e = Options::parse(None, Some("subscriptions,customers"), false).unwrap_err();
+        assert!(e.to_string().contains("\"customers\""), "{e}");
+        assert!(e.to_string().contains("subscriptions, orders"), "{e}");
+        let e = Options::parse(Some("yesterday"), None, false).unwrap_err();
+        assert!(e.to_string().contains("RFC 3339"), "{e}");
+    }
+}
