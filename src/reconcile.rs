@@ -6,9 +6,10 @@
 //! The compared range is `[since, until]`: `since` defaults to the journal's first
 //! event and is never earlier (nothing before it could have had a webhook); `until` is
 //! the start of the run minus `reconcile_settle_seconds` (a webhook for a younger change
-//! may still be on its way). An entity is compared when its API version or its newest
-//! journaled version (at or before `until`) lies in the range; an entity whose API
-//! version is younger than `until` changed during the run and is left to the next one.
+//! may still be on its way), and before the second the run starts in. An entity is
+//! compared when its API version or its newest journaled version (at or before `until`)
+//! lies in the range; an entity whose API version is younger than `until` changed
+//! during the run and is left to the next one.
 //!
 //! - `missed_webhooks`: the API's version is newer than any the journal holds.
 //! - `api_behind`: the journal holds a newer version than the API returns.
@@ -393,9 +394,12 @@ pub fn reconcile(config: &Config, options: &Options) -> Result<Report, Reconcile
         .since
         .map_or(started_ms, |s| s.timestamp_millis().max(started_ms));
     let settle_ms = i64::try_from(config.reconcile.settle.as_millis()).unwrap_or(i64::MAX);
+    // The engine reads up to the second it starts in; a change later in that second may
+    // or may not be in its pages, so the range ends before it.
+    let last_whole_second_ms = now.timestamp() * 1000 - 1;
     let range = Range {
         since_ms,
-        until_ms: now.timestamp_millis() - settle_ms,
+        until_ms: (now.timestamp_millis() - settle_ms).min(last_whole_second_ms),
     };
     if range.since_ms > range.until_ms {
         return Err(ReconcileError::EmptyRange {
@@ -544,7 +548,7 @@ pub fn command(
         Err(e) => return fail(&e),
     };
     let mut out = io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &report).map_err(io::Error::other)?;
+    serde_json::to_writer(&mut out, &report).map_err(io::Error::other)?;
     writeln!(out)?;
     out.flush()?;
     eprintln!("{}", summary(&report));

@@ -106,7 +106,7 @@ impl StreamState {
             return Err(bad(StateProblem::NotAnObject(v.to_string())));
         };
         let field = match def.kind {
-            StreamKind::Journal => {
+            StreamKind::Journal(_) => {
                 if let Some(s) = m.get("seq") {
                     st.seq = Some(integer("seq", s)?);
                 }
@@ -167,7 +167,7 @@ impl StreamState {
 
     pub fn to_value(&self, def: &StreamDef) -> Value {
         let field = match def.kind {
-            StreamKind::Journal => return json!({"seq": self.seq.unwrap_or(0)}),
+            StreamKind::Journal(_) => return json!({"seq": self.seq.unwrap_or(0)}),
             StreamKind::Incremental(w) => Some(w.cursor),
             StreamKind::FullRefresh(_) => None,
         };

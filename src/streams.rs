@@ -35,8 +35,17 @@ pub enum StreamKind {
     Incremental(Windowed),
     /// No filter known: every sync pages through everything.
     FullRefresh(Endpoint),
-    /// The webhook journal written by `serve`, incremental on its sequence number.
-    Journal,
+    /// A table of the webhook journal's database, incremental on its sequence number.
+    Journal(JournalTable),
+}
+
+/// The journal tables a stream reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalTable {
+    /// Every delivery `serve` journaled (and every repair `reconcile --repair` made).
+    Events,
+    /// One report per `reconcile` run.
+    ReconcileRuns,
 }
 
 /// The journal stream's cursor: the journal's sequence number.
@@ -57,7 +66,7 @@ impl StreamDef {
         match self.kind {
             StreamKind::Incremental(w) => Some(w.cursor),
             StreamKind::FullRefresh(_) => None,
-            StreamKind::Journal => Some(JOURNAL_CURSOR),
+            StreamKind::Journal(_) => Some(JOURNAL_CURSOR),
         }
     }
 
@@ -71,7 +80,7 @@ impl StreamDef {
         match &self.kind {
             StreamKind::Incremental(w) => Some(&w.endpoint),
             StreamKind::FullRefresh(e) => Some(e),
-            StreamKind::Journal => None,
+            StreamKind::Journal(_) => None,
         }
     }
 
@@ -149,8 +158,14 @@ pub const STREAMS: &[StreamDef] = &[
     StreamDef {
         name: "webhook_events",
         primary_key: "id",
-        kind: StreamKind::Journal,
+        kind: StreamKind::Journal(JournalTable::Events),
         schema: include_str!("../schemas/webhook_events.json"),
+    },
+    StreamDef {
+        name: "reconciliation_reports",
+        primary_key: "seq",
+        kind: StreamKind::Journal(JournalTable::ReconcileRuns),
+        schema: include_str!("../schemas/reconciliation_reports.json"),
     },
 ];
 
@@ -162,7 +177,7 @@ pub fn find(name: &str) -> Option<&'static StreamDef> {
 pub fn available(journal_configured: bool) -> impl Iterator<Item = &'static StreamDef> {
     STREAMS
         .iter()
-        .filter(move |d| journal_configured || !matches!(d.kind, StreamKind::Journal))
+        .filter(move |d| journal_configured || !matches!(d.kind, StreamKind::Journal(_)))
 }
 
 /// How the platform asked for a stream to be read.
@@ -250,6 +265,10 @@ mod tests {
     #[test]
     fn money_fields_are_the_only_numbers_and_ids_are_integers() {
         fn check(def: &StreamDef, name: &str, prop: &Value) {
+            // the journal's streams are the connector's own shapes, not Loop's
+            if matches!(def.kind, StreamKind::Journal(_)) {
+                return;
+            }
             let t = prop["type"].to_string();
             if normalize::MONEY_KEYS.contains(&name) {
                 let want = normalize::money_schema(MoneyType::Number, prop.get("description"));
@@ -281,7 +300,7 @@ mod tests {
                 check(def, k, p);
             }
             let pk = &schema["properties"][def.primary_key]["type"];
-            let want = if def.name == "webhook_events" {
+            let want = if def.kind == StreamKind::Journal(JournalTable::Events) {
                 "string"
             } else {
                 "integer"

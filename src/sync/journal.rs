@@ -1,11 +1,11 @@
-//! The webhook journal as a source: the `webhook_events` stream (incremental on the
-//! journal's `seq`), and folding newer subscription/order versions from webhooks into
+//! The webhook journal as a source: the `webhook_events` and `reconciliation_reports`
+//! streams (incremental on their table's `seq`), and folding newer subscription/order versions from webhooks into
 //! their API streams after the API read.
 
 use std::path::Path;
 
 use chrono::DateTime;
-use loop_webhooks::journal::JournalReader;
+use loop_webhooks::journal::{JournalError, JournalReader};
 use serde_json::json;
 
 use crate::event::Level;
@@ -70,7 +70,66 @@ pub(super) async fn fold_webhooks(
 pub(super) async fn read_events(
     em: &mut Emitter,
     path: Option<&Path>,
+    st: StreamState,
+) -> Result<(), SyncError> {
+    read_table(em, path, st, |reader, seq| {
+        let events = reader.events_after(seq, EVENTS_BATCH)?;
+        Ok(events
+            .into_iter()
+            .map(|ev| {
+                let rec = json!({
+                    "id": ev.webhook_id,
+                    "seq": ev.seq,
+                    "topic": ev.topic,
+                    "api_version": ev.api_version,
+                    "created_at": ev.created_at,
+                    "received_at": ev.received_at,
+                    "shop_domain": ev.shop_domain,
+                    "retry_count": ev.retry_count,
+                    "entity_kind": ev.entity_kind,
+                    "entity_id": ev.entity_id,
+                    "entity_updated_at": ev.entity_updated_at_ms.and_then(DateTime::from_timestamp_millis).map(format_instant),
+                    "payload": ev.payload,
+                });
+                (ev.seq, rec)
+            })
+            .collect())
+    })
+    .await
+}
+
+/// The `reconciliation_reports` stream: every `reconcile` run's report after the saved
+/// `seq`, with its `seq`.
+pub(super) async fn read_runs(
+    em: &mut Emitter,
+    path: Option<&Path>,
+    st: StreamState,
+) -> Result<(), SyncError> {
+    read_table(em, path, st, |reader, seq| {
+        let runs = reader.runs_after(seq, EVENTS_BATCH)?;
+        Ok(runs
+            .into_iter()
+            .map(|run| {
+                let mut rec = json!({"seq": run.seq});
+                if let (Some(out), serde_json::Value::Object(report)) =
+                    (rec.as_object_mut(), run.report)
+                {
+                    out.extend(report);
+                }
+                (run.seq, rec)
+            })
+            .collect())
+    })
+    .await
+}
+
+/// A journal table read in `seq` order from the saved position, a checkpoint after
+/// each batch that `fetch` returns (empty: done).
+async fn read_table(
+    em: &mut Emitter,
+    path: Option<&Path>,
     mut st: StreamState,
+    fetch: impl Fn(&JournalReader, i64) -> Result<Vec<(i64, serde_json::Value)>, JournalError>,
 ) -> Result<(), SyncError> {
     let Some(path) = path else {
         return Err(SyncError::NoJournal);
@@ -80,28 +139,12 @@ pub(super) async fn read_events(
     };
     let mut seq = st.seq.unwrap_or(0);
     loop {
-        let events = reader
-            .events_after(seq, EVENTS_BATCH)
-            .map_err(|e| SyncError::journal(path, e))?;
-        if events.is_empty() {
+        let batch = fetch(&reader, seq).map_err(|e| SyncError::journal(path, e))?;
+        if batch.is_empty() {
             break;
         }
-        for ev in events {
-            seq = seq.max(ev.seq);
-            let mut rec = json!({
-                "id": ev.webhook_id,
-                "seq": ev.seq,
-                "topic": ev.topic,
-                "api_version": ev.api_version,
-                "created_at": ev.created_at,
-                "received_at": ev.received_at,
-                "shop_domain": ev.shop_domain,
-                "retry_count": ev.retry_count,
-                "entity_kind": ev.entity_kind,
-                "entity_id": ev.entity_id,
-                "entity_updated_at": ev.entity_updated_at_ms.and_then(DateTime::from_timestamp_millis).map(format_instant),
-                "payload": ev.payload,
-            });
+        for (row_seq, mut rec) in batch {
+            seq = seq.max(row_seq);
             em.normalizer.normalize(&mut rec);
             em.emit(rec).await?;
         }

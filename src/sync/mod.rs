@@ -56,7 +56,7 @@ use crate::config::Config;
 use crate::event::{Event, FailureType, Level, OutputGone, Sink, StreamStatus};
 use crate::normalize::Normalizer;
 use crate::state::{InputState, StreamState, StreamStateError};
-use crate::streams::{Selected, StreamKind, SyncMode};
+use crate::streams::{JournalTable, Selected, StreamKind, SyncMode};
 use crate::validate::{RecordValidator, SchemaError};
 
 use emit::Emitter;
@@ -85,7 +85,7 @@ pub enum SyncError {
         window: String,
         attempts: u32,
     },
-    #[error("webhook journal (none): the webhook_events stream needs `journal_path` in the config (the file `source-loop serve` writes)")]
+    #[error("webhook journal (none): the webhook_events and reconciliation_reports streams need `journal_path` in the config (the file `source-loop serve` writes)")]
     NoJournal,
     #[error("webhook journal {path}: {source}")]
     Journal {
@@ -396,7 +396,12 @@ impl Engine {
                 }
                 Ok(())
             }
-            StreamKind::Journal => journal::read_events(em, journal, st).await,
+            StreamKind::Journal(JournalTable::Events) => {
+                journal::read_events(em, journal, st).await
+            }
+            StreamKind::Journal(JournalTable::ReconcileRuns) => {
+                journal::read_runs(em, journal, st).await
+            }
         }
     }
 }

@@ -69,9 +69,9 @@ fn shared_reader(
 }
 
 /// A running `source-loop serve`; killed (SIGKILL) and reaped on drop.
-struct Serve {
+pub(crate) struct Serve {
     child: Arc<Mutex<Child>>,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     readers: Vec<std::thread::JoinHandle<()>>,
@@ -81,7 +81,7 @@ struct Serve {
 impl Serve {
     /// Starts `serve` on a free port and waits until it answers `/healthz`. A port
     /// taken between choosing and binding it is retried with another one.
-    fn start(config: &Path, emit: bool, envs: &[(&str, &str)]) -> Serve {
+    pub(crate) fn start(config: &Path, emit: bool, envs: &[(&str, &str)]) -> Serve {
         for _ in 0..5 {
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let mut cmd = Command::new(bin());
@@ -149,7 +149,7 @@ impl Serve {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
@@ -157,7 +157,7 @@ impl Serve {
         self.stdout.lock().unwrap().clone()
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
@@ -207,7 +207,7 @@ impl Drop for Serve {
 }
 
 /// GET over a raw HTTP/1.1 connection (no runtime needed): status and body.
-fn raw_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+pub(crate) fn raw_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::Write as _;
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -359,7 +359,7 @@ fn accepted_seq(resp: &(u16, Value)) -> i64 {
 }
 
 /// The value of an unlabelled (or exactly labelled) sample in Prometheus text.
-fn metric(text: &str, name: &str) -> f64 {
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| {
