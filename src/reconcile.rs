@@ -387,7 +387,7 @@ pub fn reconcile(config: &Config, options: &Options) -> Result<Report, Reconcile
     };
     let reader = JournalReader::open(&path).map_err(journal_error)?;
     let started_ms = reader
-        .first_received_ms()
+        .started_ms()
         .map_err(journal_error)?
         .ok_or_else(|| ReconcileError::EmptyJournal(path.clone()))?;
     let since_ms = options
@@ -533,7 +533,7 @@ pub fn command(
     if let (Some(asked), Some(path)) = (options.since, &config.webhooks.journal_path) {
         if let Some(start) = JournalReader::open(path)
             .ok()
-            .and_then(|r| r.first_received_ms().ok().flatten())
+            .and_then(|r| r.started_ms().ok().flatten())
             .filter(|start| asked.timestamp_millis() < *start)
         {
             crate::output::warning_line(&format!(

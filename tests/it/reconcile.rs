@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fake_loop::{Delivery, FakeServer, Mutation, SignatureEncoding, WebhookOnly, WebhookTarget};
+use chrono::Utc;
+use fake_loop::{
+    Delivery, FakeServer, Fault, FaultKind, Mutation, SignatureEncoding, WebhookOnly, WebhookTarget,
+};
 use serde_json::{json, Value};
 
 use crate::harness::{self, config_value, fake, p, run, write_catalog, write_json, Run};
@@ -146,7 +149,7 @@ fn reconcile_reports_exactly_the_planted_differences_and_repair_closes_the_misse
     let o = ids(&server, "orders");
     let unknown_order = o.iter().max().unwrap() + 1000;
 
-    // The journal begins: this entity's only versions predate `since`, so it is not compared.
+    // The journal begins with this change (agreeing).
     touch(&server, "subscriptions", &[s[12]], Delivery::Plan);
     wait_delivered(&server);
     std::thread::sleep(Duration::from_millis(20));
@@ -212,7 +215,7 @@ fn reconcile_reports_exactly_the_planted_differences_and_repair_closes_the_misse
         listed(&report, "orders", "only_in_journal"),
         strings(&[unknown_order])
     );
-    assert_eq!(report["streams"]["subscriptions"]["agree"], 6, "{report}");
+    assert_eq!(report["streams"]["subscriptions"]["agree"], 7, "{report}");
     assert_eq!(report["streams"]["orders"]["agree"], 4, "{report}");
     assert_eq!(report["drift"], 8);
     assert_eq!(report["within_tolerance"], false);
@@ -241,7 +244,7 @@ fn reconcile_reports_exactly_the_planted_differences_and_repair_closes_the_misse
     );
     assert!(r.stderr.contains("BEYOND tolerance"), "{}", r.stderr);
     assert!(
-        r.stderr.contains("subscriptions: 12 checked, 6 agree, 4 missed webhooks, 2 API behind, 0 only in the journal"),
+        r.stderr.contains("subscriptions: 13 checked, 7 agree, 4 missed webhooks, 2 API behind, 0 only in the journal"),
         "{}",
         r.stderr
     );
@@ -264,7 +267,7 @@ fn reconcile_reports_exactly_the_planted_differences_and_repair_closes_the_misse
         json!({"reconcile_max_drift": 7}),
     );
     assert_eq!(reconcile(&below, &[]).0.code, Some(2));
-    // 8 of 18 checked: a fraction of 0.5 allows 9.
+    // 8 of 19 checked: a fraction of 0.5 allows 9.
     let fraction = reconcile_config(
         dir.path(),
         "fraction.json",
@@ -278,19 +281,31 @@ fn reconcile_reports_exactly_the_planted_differences_and_repair_closes_the_misse
     );
 
     // Repair while the receiver keeps receiving: changes to other orders are delivered
-    // all along (and journaled beside the repair's writes).
+    // all along and journaled beside the repair's writes. The API read is slowed so that
+    // they overlap; they start in the second after the run began, so they are younger
+    // than its `until` and not compared.
+    server.inject(Fault {
+        path: Some("/order".into()),
+        kind: FaultKind::Slow { millis: 1500 },
+        times: 1,
+    });
     let receiving = AtomicBool::new(true);
-    let (r, repaired) = std::thread::scope(|scope| {
+    let before = server.webhook_stats().delivered;
+    let (r, repaired, during) = std::thread::scope(|scope| {
         scope.spawn(|| {
+            let into_next_second = 1010 - i64::from(Utc::now().timestamp_subsec_millis());
+            std::thread::sleep(Duration::from_millis(into_next_second as u64));
             while receiving.load(Ordering::Relaxed) {
                 touch(&server, "orders", &o[10..14], Delivery::Plan);
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        let out = reconcile(&config, &["--repair"]);
+        let (r, report) = reconcile(&config, &["--repair"]);
+        let during = server.webhook_stats().delivered - before;
         receiving.store(false, Ordering::Relaxed);
-        out
+        (r, report, during)
     });
+    assert!(during > 0, "no delivery overlapped the repair run");
     assert_eq!(r.code, Some(2), "the drift was found before repairing it");
     assert_eq!(repaired["repaired"], 5, "{repaired}");
     assert_eq!(repaired["streams"]["subscriptions"]["repaired"], 4);

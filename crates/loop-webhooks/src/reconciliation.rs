@@ -157,18 +157,26 @@ impl JournalReader {
         )? > 0)
     }
 
-    /// When the journal began: the `received_at` of its first event (None when empty).
-    pub fn first_received_ms(&self) -> Result<Option<i64>, JournalError> {
-        let first: Option<String> = self
+    /// When the journal began (None when empty): the change its first event is about
+    /// (`payload.updatedAt`), or when that event was received if earlier or unknown. A
+    /// change's webhook arrives after the change, so the first change the receiver
+    /// caught precedes its receipt.
+    pub fn started_ms(&self) -> Result<Option<i64>, JournalError> {
+        let first: Option<(Option<String>, Option<i64>)> = self
             .conn
             .query_row(
-                "SELECT received_at FROM events ORDER BY seq LIMIT 1",
+                "SELECT received_at, entity_updated_at_ms FROM events ORDER BY seq LIMIT 1",
                 [],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
-            .optional()?
-            .flatten();
-        Ok(first.and_then(|s| loop_time::parse_rfc3339_ms(&s)))
+            .optional()?;
+        Ok(first.and_then(|(received, changed)| {
+            let received = received.and_then(|s| loop_time::parse_rfc3339_ms(&s));
+            match (received, changed) {
+                (Some(r), Some(c)) => Some(r.min(c)),
+                (r, c) => r.or(c),
+            }
+        }))
     }
 
     /// Per entity of `kind`, the newest `updatedAt` the journal holds at or before
@@ -298,6 +306,8 @@ mod tests {
         assert_eq!(again, [AppendOutcome::Duplicate]);
 
         let reader = JournalReader::open(&path).unwrap();
+        // the first event's change precedes its receipt
+        assert_eq!(reader.started_ms().unwrap(), Some(5_000));
         assert_eq!(
             reader.entity_version("subscription", "7").unwrap(),
             Some((5_000, 1))
