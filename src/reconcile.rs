@@ -192,8 +192,10 @@ pub struct Report {
 #[derive(Debug, Clone)]
 pub struct ApiVersion {
     pub updated_ms: i64,
-    /// The record as the engine emitted it (validated, normalized).
-    pub record: Box<RawValue>,
+    /// The record as the engine emitted it (validated, normalized), kept only when the
+    /// journal holds no version as new (a repair may need it): memory stays at a few
+    /// dozen bytes per agreeing entity.
+    pub record: Option<Box<RawValue>>,
 }
 
 type ApiVersions = HashMap<String, ApiVersion>;
@@ -256,6 +258,9 @@ pub fn allowed_drift(max_drift: u64, fraction: f64, checked: u64) -> u64 {
     max_drift.max((fraction * checked as f64).floor() as u64)
 }
 
+/// Each stream's journal versions (entity id → newest `updatedAt` ms).
+type JournalVersions = HashMap<&'static str, HashMap<String, i64>>;
+
 /// Collects the newest version of every record the engine emits, and its errors.
 #[derive(Default)]
 struct Collected {
@@ -264,7 +269,10 @@ struct Collected {
     unreadable: Vec<String>,
 }
 
-struct Collector(Arc<Mutex<Collected>>);
+struct Collector {
+    collected: Arc<Mutex<Collected>>,
+    journal: Arc<JournalVersions>,
+}
 
 #[derive(Deserialize)]
 struct RecordKeys {
@@ -275,7 +283,7 @@ struct RecordKeys {
 
 impl Writer for Collector {
     fn write(&mut self, event: &Event) -> io::Result<()> {
-        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = self.collected.lock().unwrap_or_else(|e| e.into_inner());
         match event {
             Event::Record { stream, data } => {
                 let keys = serde_json::from_str::<RecordKeys>(data.get()).ok();
@@ -291,15 +299,13 @@ impl Writer for Collector {
                         .push(format!("{stream}: a record without id or updatedAt"));
                     return Ok(());
                 };
+                let journaled = self.journal.get(stream).and_then(|j| j.get(&id));
+                let record = journaled
+                    .is_none_or(|j| *j < updated_ms)
+                    .then(|| data.clone());
                 let versions = c.versions.entry(stream).or_default();
                 if versions.get(&id).is_none_or(|v| v.updated_ms < updated_ms) {
-                    versions.insert(
-                        id,
-                        ApiVersion {
-                            updated_ms,
-                            record: data.clone(),
-                        },
-                    );
+                    versions.insert(id, ApiVersion { updated_ms, record });
                 }
             }
             Event::Error { message, .. } => c.errors.push(message.clone()),
@@ -322,6 +328,7 @@ fn read_api(
     config: &Config,
     defs: &[&'static StreamDef],
     start: DateTime<Utc>,
+    journal: &Arc<JournalVersions>,
 ) -> Result<HashMap<&'static str, ApiVersions>, ReconcileError> {
     let mut config = config.clone();
     config.sync.start_date = start;
@@ -338,7 +345,11 @@ fn read_api(
         progress: false,
         output_gone: None,
     };
-    let outcome = run::read(request, Collector(Arc::clone(&collected)))?;
+    let collector = Collector {
+        collected: Arc::clone(&collected),
+        journal: Arc::clone(journal),
+    };
+    let outcome = run::read(request, collector)?;
     let mut c = std::mem::take(&mut *collected.lock().unwrap_or_else(|e| e.into_inner()));
     outcome
         .output
@@ -408,16 +419,23 @@ pub fn reconcile(config: &Config, options: &Options) -> Result<Report, Reconcile
         });
     }
     let since = DateTime::from_timestamp_millis(since_ms).unwrap_or(now);
-    let mut api = read_api(config, &options.streams, since)?;
+    let journal_as_of_until = || -> Result<JournalVersions, ReconcileError> {
+        let mut all = JournalVersions::new();
+        for def in &options.streams {
+            let versions = reader
+                .versions_as_of(kind_of(def.name), range.until_ms)
+                .map_err(journal_error)?;
+            all.insert(def.name, versions);
+        }
+        Ok(all)
+    };
+    // Read before the API to know which records a repair may need, and again after it,
+    // so that a webhook arriving during the read counts.
+    let journal_before = Arc::new(journal_as_of_until()?);
+    let mut api = read_api(config, &options.streams, since, &journal_before)?;
+    let journal_versions = journal_as_of_until()?;
 
     let mut streams = BTreeMap::new();
-    let mut journal_versions = HashMap::new();
-    for def in &options.streams {
-        let versions = reader
-            .versions_as_of(kind_of(def.name), range.until_ms)
-            .map_err(journal_error)?;
-        journal_versions.insert(def.name, versions);
-    }
     // Entities the journal knows but the read from `since` did not return: the API may
     // show an older version of them, so read those streams from `start_date`.
     let unresolved: Vec<&'static StreamDef> = options
@@ -432,7 +450,8 @@ pub fn reconcile(config: &Config, options: &Options) -> Result<Report, Reconcile
         })
         .collect();
     if !unresolved.is_empty() && config.sync.start_date < since {
-        for (name, full) in read_api(config, &unresolved, config.sync.start_date)? {
+        for (name, full) in read_api(config, &unresolved, config.sync.start_date, &journal_before)?
+        {
             let merged = api.entry(name).or_default();
             for (id, v) in full {
                 if merged.get(&id).is_none_or(|m| m.updated_ms < v.updated_ms) {
@@ -463,13 +482,15 @@ pub fn reconcile(config: &Config, options: &Options) -> Result<Report, Reconcile
             let repairs: Vec<Repair> = report
                 .missed_webhooks
                 .iter()
+                // every missed entity's record was kept: the journal only grows, so what
+                // is older than the API's version now was older during the read
                 .filter_map(|d| {
                     let v = versions?.get(&d.id)?;
                     Some(Repair {
                         kind: kind_of(name).to_string(),
                         id: d.id.clone(),
                         updated_at_ms: v.updated_ms,
-                        payload: v.record.get().to_string(),
+                        payload: v.record.as_ref()?.get().to_string(),
                     })
                 })
                 .collect();
@@ -608,7 +629,7 @@ mod tests {
                     id.to_string(),
                     ApiVersion {
                         updated_ms: *ms,
-                        record,
+                        record: Some(record),
                     },
                 )
             })
