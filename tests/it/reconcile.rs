@@ -431,6 +431,14 @@ fn reconcile_reports_exactly_the_planted_differences_and_repair_closes_the_misse
         got, want,
         "one repair per missed entity, at the API's version"
     );
+    let discovered = run(&["discover", "--config", p(&config)]);
+    let names: Vec<&str> = discovered.messages[0]["catalog"]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"reconciliation_reports"), "{names:?}");
     let runs = out.records("reconciliation_reports");
     assert_eq!(runs.len(), 6, "one record per reconcile run");
     let seqs: Vec<i64> = runs.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
