@@ -86,15 +86,12 @@ async fn the_binary_signs_drops_duplicates_and_retries_deliveries() {
         let req = http.post(format!("{root}/_control/{path}")).json(&body);
         async move { req.send().await.unwrap() }
     };
-    let subs: Vec<Value> = http
-        .get(format!("{root}/_control/records/subscriptions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<i64> = subs[..6]
+    let get = |path: &str| {
+        let req = http.get(format!("{root}/_control/{path}"));
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let subs = get("records/subscriptions").await;
+    let ids: Vec<i64> = subs.as_array().unwrap()[..6]
         .iter()
         .map(|s| s["id"].as_i64().unwrap())
         .collect();
@@ -121,14 +118,7 @@ async fn the_binary_signs_drops_duplicates_and_retries_deliveries() {
 
     let start = Instant::now();
     let stats = loop {
-        let s: Value = http
-            .get(format!("{root}/_control/webhooks"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s = get("webhooks").await;
         if s["pending"] == 0 {
             break s;
         }
