@@ -401,6 +401,13 @@ pub fn reconcile(config: &Config, options: &Options) -> Result<Report, Reconcile
         .started_ms()
         .map_err(journal_error)?
         .ok_or_else(|| ReconcileError::EmptyJournal(path.clone()))?;
+    if let Some(asked) = options.since.filter(|s| s.timestamp_millis() < started_ms) {
+        crate::output::warning_line(&format!(
+            "--since {} is before the journal began ({}): compared from there, since nothing earlier could have had a webhook",
+            format_instant(asked),
+            format_ms(started_ms)
+        ));
+    }
     let since_ms = options
         .since
         .map_or(started_ms, |s| s.timestamp_millis().max(started_ms));
@@ -550,19 +557,6 @@ pub fn command(
     };
     for w in &config.warnings {
         crate::output::warning_line(w);
-    }
-    if let (Some(asked), Some(path)) = (options.since, &config.webhooks.journal_path) {
-        if let Some(start) = JournalReader::open(path)
-            .ok()
-            .and_then(|r| r.started_ms().ok().flatten())
-            .filter(|start| asked.timestamp_millis() < *start)
-        {
-            crate::output::warning_line(&format!(
-                "--since {} is before the journal began ({}): compared from there, since nothing earlier could have had a webhook",
-                format_instant(asked),
-                format_ms(start)
-            ));
-        }
     }
     let report = match reconcile(&config, &options) {
         Ok(r) => r,

@@ -274,10 +274,38 @@ fn reconcile_reports_exactly_the_planted_differences_and_repair_closes_the_misse
         &server,
         json!({"reconcile_max_drift_fraction": 0.5}),
     );
-    let (r, report) = reconcile(&fraction, &["--streams", "subscriptions,orders"]);
+    let (r, by_fraction) = reconcile(&fraction, &["--streams", "subscriptions,orders"]);
     assert_eq!(
-        (r.code, &report["tolerance"]["allowed"]),
+        (r.code, &by_fraction["tolerance"]["allowed"]),
         (Some(0), &json!(9))
+    );
+
+    // --since: never before the journal began; later, it narrows the compared changes.
+    let (r, early) = reconcile(&config, &["--since", "2020-01-01"]);
+    assert!(
+        r.stderr.contains("is before the journal began"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(early["since"], early["journal_started_at"]);
+    assert_eq!(early["drift"], 8);
+    let first = &report;
+    let last_change = ["subscriptions", "orders"]
+        .iter()
+        .flat_map(|st| {
+            ["missed_webhooks", "api_behind", "only_in_journal"]
+                .iter()
+                .flat_map(move |l| first["streams"][st][l].as_array().unwrap().clone())
+        })
+        .flat_map(|d| ["api_updated_at", "journal_updated_at"].map(|k| d[k].clone()))
+        .filter_map(|t| t.as_str().map(harness::ms))
+        .max()
+        .unwrap();
+    let after = loop_time::format_ms(last_change + 1);
+    let (r, late) = reconcile(&config, &["--since", &after]);
+    assert_eq!(
+        (r.code, &late["checked"], &late["since"]),
+        (Some(0), &json!(0), &json!(after))
     );
 
     // Repair while the receiver keeps receiving: changes to other orders are delivered
@@ -440,12 +468,12 @@ fn reconcile_reports_exactly_the_planted_differences_and_repair_closes_the_misse
         .collect();
     assert!(names.contains(&"reconciliation_reports"), "{names:?}");
     let runs = out.records("reconciliation_reports");
-    assert_eq!(runs.len(), 6, "one record per reconcile run");
+    assert_eq!(runs.len(), 8, "one record per reconcile run");
     let seqs: Vec<i64> = runs.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
-    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6, 7, 8]);
     assert_eq!(runs[0]["drift"], 8);
-    assert_eq!(runs[5]["drift"], 3);
-    assert_eq!(runs[4]["repaired"], 5);
+    assert_eq!(runs[7]["drift"], 3);
+    assert_eq!(runs[6]["repaired"], 5);
 }
 
 #[test]
