@@ -537,7 +537,8 @@ pub fn reconcile(config: &Config, options: &Options) -> Result<Report, Reconcile
     Ok(report)
 }
 
-/// The `reconcile` command: the report on stdout, a summary on stderr, the exit code.
+/// The `reconcile` command: the report on stdout, a summary on stderr, the exit code
+/// (never an `Err`: `cli::main` would turn one into 2, which means "beyond tolerance").
 pub fn command(
     config: &Path,
     since: Option<&str>,
@@ -562,11 +563,22 @@ pub fn command(
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let mut out = io::stdout().lock();
-    serde_json::to_writer(&mut out, &report).map_err(io::Error::other)?;
-    writeln!(out)?;
-    out.flush()?;
     eprintln!("{}", summary(&report));
+    let printed = (|| {
+        let mut out = io::stdout().lock();
+        serde_json::to_writer(&mut out, &report).map_err(io::Error::other)?;
+        writeln!(out)?;
+        out.flush()
+    })();
+    // The run is stored either way; a reader that went away (`| head`) does not change
+    // the verdict, any other output failure is an error.
+    match printed {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            eprintln!("source-loop reconcile: error: cannot write the report to stdout: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+        _ => {}
+    }
     Ok(if report.within_tolerance {
         ExitCode::SUCCESS
     } else {
