@@ -407,6 +407,15 @@ fn reconcile_reports_exactly_the_planted_differences_and_repair_closes_the_misse
     );
     let out = harness::read(dir.path(), None);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let mismatches: Vec<String> = out
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("does not match the schema"))
+        .collect();
+    assert!(
+        mismatches.is_empty(),
+        "repairs and reports fit their schemas: {mismatches:?}"
+    );
     for stream in ["subscriptions", "orders"] {
         let mut newest: BTreeMap<String, i64> = BTreeMap::new();
         for r in out.records(stream) {
