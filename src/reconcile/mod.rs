@@ -25,26 +25,28 @@
 //! table, which `read` emits as the `reconciliation_reports` stream and `/metrics`
 //! reports.
 
-use std::collections::{BTreeMap, HashMap};
+mod collect;
+mod compare;
+
+use std::collections::BTreeMap;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use loop_time::{format_instant, format_ms};
 use loop_webhooks::journal::{AppendOutcome, JournalError, JournalReader};
 use loop_webhooks::reconciliation::{Repair, RepairWriter, KINDS};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use serde_json::Value;
+use serde::Serialize;
 
 use crate::config::Config;
-use crate::event::{Event, Level};
-use crate::output::Writer;
-use crate::run::{self, ReadRequest, RunError};
-use crate::state::id_key;
-use crate::streams::{self, Selected, StreamDef, SyncMode};
+use crate::run::RunError;
+use crate::streams::{self, StreamDef};
+use collect::{read_api, JournalVersions};
+pub use compare::{
+    allowed_drift, compare, ApiVersion, ApiVersions, Difference, JournalOnly, Range, StreamReport,
+};
 
 /// Exit code when the drift exceeds the tolerance (0: within, 1: an error).
 pub const EXIT_BEYOND_TOLERANCE: u8 = 2;
@@ -132,36 +134,6 @@ impl Options {
     }
 }
 
-/// One entity whose API and journal versions differ.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Difference {
-    pub id: String,
-    pub api_updated_at: String,
-    pub journal_updated_at: Option<String>,
-}
-
-/// An entity only the journal knows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct JournalOnly {
-    pub id: String,
-    pub journal_updated_at: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct StreamReport {
-    /// Entities compared (every list below plus `agree`).
-    pub checked: u64,
-    pub agree: u64,
-    /// `missed_webhooks` + `api_behind` + `only_in_journal`.
-    pub drift: u64,
-    /// Missed entities journaled by this run's `--repair` (0 without it, or when an
-    /// earlier repair had journaled them already).
-    pub repaired: u64,
-    pub missed_webhooks: Vec<Difference>,
-    pub api_behind: Vec<Difference>,
-    pub only_in_journal: Vec<JournalOnly>,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Tolerance {
     pub max_drift: u64,
@@ -186,192 +158,6 @@ pub struct Report {
     pub within_tolerance: bool,
     pub repair: bool,
     pub repaired: u64,
-}
-
-/// The API's current version of one entity.
-#[derive(Debug, Clone)]
-pub struct ApiVersion {
-    pub updated_ms: i64,
-    /// The record as the engine emitted it (validated, normalized), kept only when the
-    /// journal holds no version as new (a repair may need it): memory stays at a few
-    /// dozen bytes per agreeing entity.
-    pub record: Option<Box<RawValue>>,
-}
-
-type ApiVersions = HashMap<String, ApiVersion>;
-
-/// `[since, until]` in unix ms.
-#[derive(Debug, Clone, Copy)]
-pub struct Range {
-    pub since_ms: i64,
-    pub until_ms: i64,
-}
-
-impl Range {
-    fn contains(&self, ms: i64) -> bool {
-        (self.since_ms..=self.until_ms).contains(&ms)
-    }
-}
-
-/// Compares one stream; `journal` holds each entity's newest version at or before
-/// `until`. Lists are sorted by id (numerically when ids are numbers).
-pub fn compare(api: &ApiVersions, journal: &HashMap<String, i64>, range: Range) -> StreamReport {
-    let mut r = StreamReport::default();
-    for (id, a) in api {
-        if a.updated_ms > range.until_ms {
-            continue; // changed during this run: the next run compares it
-        }
-        let j = journal.get(id).copied();
-        if !range.contains(a.updated_ms) && !j.is_some_and(|j| range.contains(j)) {
-            continue;
-        }
-        let diff = || Difference {
-            id: id.clone(),
-            api_updated_at: format_ms(a.updated_ms),
-            journal_updated_at: j.map(format_ms),
-        };
-        match j {
-            Some(j) if j == a.updated_ms => r.agree += 1,
-            Some(j) if j > a.updated_ms => r.api_behind.push(diff()),
-            _ => r.missed_webhooks.push(diff()),
-        }
-    }
-    for (id, j) in journal {
-        if range.contains(*j) && !api.contains_key(id) {
-            r.only_in_journal.push(JournalOnly {
-                id: id.clone(),
-                journal_updated_at: format_ms(*j),
-            });
-        }
-    }
-    let order = |id: &str| (id.len(), id.to_string());
-    r.missed_webhooks.sort_by_key(|d| order(&d.id));
-    r.api_behind.sort_by_key(|d| order(&d.id));
-    r.only_in_journal.sort_by_key(|d| order(&d.id));
-    r.drift = (r.missed_webhooks.len() + r.api_behind.len() + r.only_in_journal.len()) as u64;
-    r.checked = r.agree + r.drift;
-    r
-}
-
-/// The larger of the count and the fraction of `checked`.
-pub fn allowed_drift(max_drift: u64, fraction: f64, checked: u64) -> u64 {
-    max_drift.max((fraction * checked as f64).floor() as u64)
-}
-
-/// Each stream's journal versions (entity id → newest `updatedAt` ms).
-type JournalVersions = HashMap<&'static str, HashMap<String, i64>>;
-
-/// Collects the newest version of every record the engine emits, and its errors.
-#[derive(Default)]
-struct Collected {
-    versions: HashMap<&'static str, ApiVersions>,
-    errors: Vec<String>,
-    unreadable: Vec<String>,
-}
-
-struct Collector {
-    collected: Arc<Mutex<Collected>>,
-    journal: Arc<JournalVersions>,
-}
-
-#[derive(Deserialize)]
-struct RecordKeys {
-    id: Value,
-    #[serde(rename = "updatedAt")]
-    updated_at: Option<String>,
-}
-
-impl Writer for Collector {
-    fn write(&mut self, event: &Event) -> io::Result<()> {
-        let mut c = self.collected.lock().unwrap_or_else(|e| e.into_inner());
-        match event {
-            Event::Record { stream, data } => {
-                let keys = serde_json::from_str::<RecordKeys>(data.get()).ok();
-                let parsed = keys.and_then(|k| {
-                    let ms = k
-                        .updated_at
-                        .as_deref()
-                        .and_then(loop_time::parse_rfc3339_ms)?;
-                    Some((id_key(&k.id)?, ms))
-                });
-                let Some((id, updated_ms)) = parsed else {
-                    c.unreadable
-                        .push(format!("{stream}: a record without id or updatedAt"));
-                    return Ok(());
-                };
-                let journaled = self.journal.get(stream).and_then(|j| j.get(&id));
-                let record = journaled
-                    .is_none_or(|j| *j < updated_ms)
-                    .then(|| data.clone());
-                let versions = c.versions.entry(stream).or_default();
-                if versions.get(&id).is_none_or(|v| v.updated_ms < updated_ms) {
-                    versions.insert(id, ApiVersion { updated_ms, record });
-                }
-            }
-            Event::Error { message, .. } => c.errors.push(message.clone()),
-            Event::Log {
-                level: Level::Warn | Level::Error,
-                message,
-            } => crate::output::warning_line(message),
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Reads `defs` from the API from `start`, through the engine, without folding webhooks.
-fn read_api(
-    config: &Config,
-    defs: &[&'static StreamDef],
-    start: DateTime<Utc>,
-    journal: &Arc<JournalVersions>,
-) -> Result<HashMap<&'static str, ApiVersions>, ReconcileError> {
-    let mut config = config.clone();
-    config.sync.start_date = start;
-    config.webhooks.journal_path = None;
-    let collected = Arc::new(Mutex::new(Collected::default()));
-    let request = ReadRequest {
-        config,
-        selected: defs
-            .iter()
-            .map(|d| Selected::new(d, SyncMode::Incremental))
-            .collect(),
-        state: Default::default(),
-        notes: Vec::new(),
-        progress: false,
-        output_gone: None,
-    };
-    let collector = Collector {
-        collected: Arc::clone(&collected),
-        journal: Arc::clone(journal),
-    };
-    let outcome = run::read(request, collector)?;
-    let mut c = std::mem::take(&mut *collected.lock().unwrap_or_else(|e| e.into_inner()));
-    outcome
-        .output
-        .map_err(|e| ReconcileError::Api(e.to_string()))?;
-    if !outcome.summary.all_ok() || !c.errors.is_empty() {
-        c.errors.extend(
-            outcome
-                .summary
-                .reports
-                .iter()
-                .filter(|r| !r.ok && r.error.is_none())
-                .map(|r| format!("stream {} did not complete", r.name)),
-        );
-        return Err(ReconcileError::Api(c.errors.join("; ")));
-    }
-    if let Some(first) = c.unreadable.first() {
-        return Err(ReconcileError::Api(format!(
-            "{first} ({} in all): cannot compare it with the journal",
-            c.unreadable.len()
-        )));
-    }
-    Ok(c.versions)
 }
 
 fn kind_of(stream: &str) -> &'static str {
@@ -625,76 +411,6 @@ pub fn summary(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn api(entries: &[(&str, i64)]) -> ApiVersions {
-        entries
-            .iter()
-            .map(|(id, ms)| {
-                let record = RawValue::from_string(format!(r#"{{"id":{id}}}"#)).unwrap();
-                (
-                    id.to_string(),
-                    ApiVersion {
-                        updated_ms: *ms,
-                        record: Some(record),
-                    },
-                )
-            })
-            .collect()
-    }
-
-    fn journal(entries: &[(&str, i64)]) -> HashMap<String, i64> {
-        entries
-            .iter()
-            .map(|(id, ms)| (id.to_string(), *ms))
-            .collect()
-    }
-
-    #[test]
-    fn each_difference_lands_in_its_list_and_nothing_else_does() {
-        let range = Range {
-            since_ms: 1_000,
-            until_ms: 2_000,
-        };
-        let r = compare(
-            &api(&[
-                ("1", 1_500), // agrees
-                ("2", 1_600), // journal older: missed
-                ("3", 1_700), // journal never saw it: missed
-                ("4", 1_200), // journal newer: API behind
-                ("5", 500),   // journal newer, API older than since: API behind
-                ("6", 2_500), // changed during the run: not compared
-                ("7", 400),   // both before since: not compared
-                ("10", 1_100),
-            ]),
-            &journal(&[
-                ("1", 1_500),
-                ("2", 1_100),
-                ("4", 1_900),
-                ("5", 1_300),
-                ("6", 1_000),
-                ("7", 300),
-                ("8", 1_800), // the API does not have it
-                ("9", 900),   // not in the API, before since: not compared
-                ("10", 1_100),
-            ]),
-            range,
-        );
-        let ids = |d: &[Difference]| d.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
-        assert_eq!(ids(&r.missed_webhooks), ["2", "3"]);
-        assert_eq!(r.missed_webhooks[1].journal_updated_at, None);
-        assert_eq!(ids(&r.api_behind), ["4", "5"]);
-        assert_eq!(r.only_in_journal.len(), 1);
-        assert_eq!(r.only_in_journal[0].id, "8");
-        assert_eq!((r.agree, r.drift, r.checked), (2, 5, 7));
-    }
-
-    #[test]
-    fn the_tolerance_is_the_larger_of_count_and_fraction() {
-        assert_eq!(allowed_drift(0, 0.0, 1000), 0);
-        assert_eq!(allowed_drift(3, 0.0, 1000), 3);
-        assert_eq!(allowed_drift(3, 0.01, 1000), 10);
-        assert_eq!(allowed_drift(0, 0.01, 99), 0);
-    }
 
     #[test]
     fn streams_and_since_are_checked_and_named() {
