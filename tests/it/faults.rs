@@ -211,17 +211,19 @@ fn rate_limits_with_and_without_retry_after_still_complete() {
     for retry_after in [RetryAfter::Always, RetryAfter::Never, RetryAfter::Sometimes] {
         let server = fake(FakeConfig {
             rate_limits: true,
-            rate_scale: 0.02,
+            rate_scale: 0.05,
             retry_after,
             ..small()
         });
         let dir = tempfile::tempdir().unwrap();
-        // ask for twice the fake's pace: 429s must happen, and be absorbed
-        let l = json!({"requests": 2, "per_seconds": 0.03});
+        // ask for ten times the fake's pace (one request per 7.5 ms against one per 75 ms),
+        // so 429s happen even when a loaded machine makes each request slow; they must be
+        // absorbed
+        let l = json!({"requests": 20, "per_seconds": 0.15});
         write_config(
             dir.path(),
             &server,
-            json!({"rate_limits": {"subscription": l, "order": l},
+            json!({"page_size": 20, "rate_limits": {"subscription": l, "order": l},
             "retry": {"max_attempts": 20, "initial_backoff_ms": 20, "max_backoff_ms": 200}}),
         );
         write_catalog(dir.path(), &["subscriptions", "orders"]);
