@@ -20,7 +20,7 @@ fn spec_matches_spec_json_and_snapshot() {
         spec["spec"]["connectionSpecification"]["properties"]["api_token"]["airbyte_secret"],
         true
     );
-    insta::assert_json_snapshot!("spec", spec);
+    insta::assert_snapshot!("spec", serde_json::to_string_pretty(&spec).unwrap());
 }
 
 #[test]
