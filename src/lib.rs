@@ -4,7 +4,7 @@
 //! [`config`] → [`client`] (HTTP, pacing, retries) → [`sync`] (the engine; emits neutral
 //! [`event::Event`]s for the [`streams`] a front end selected) → an [`output::Writer`]
 //! (the front end's messages). [`run`] drives `check` and `read` once for every front
-//! end; [`airbyte`] is the Airbyte front end; [`webhooks`] wires `serve`; [`cli`] parses
+//! end; [`airbyte`] is the Airbyte front end, [`singer`] the Singer one (`tap-loop`); [`webhooks`] wires `serve`; [`cli`] parses
 //! arguments. docs/architecture.md draws the map.
 
 pub mod airbyte;
@@ -15,6 +15,7 @@ pub mod event;
 pub mod normalize;
 pub mod output;
 pub mod run;
+pub mod singer;
 pub mod state;
 pub mod streams;
 pub mod sync;
