@@ -7,8 +7,10 @@
 //! Selection follows the Singer convention: a stream is read when its root metadata
 //! (breadcrumb `[]`) says `selected: true` (or the legacy stream-level `selected`); a
 //! top-level field is left out when its metadata says `selected: false`. Keys and
-//! cursors are `inclusion: automatic`: they always stay, and a catalog that deselects
-//! one explicitly is refused rather than half-honoured.
+//! cursors are `inclusion: automatic`: they always stay, whatever `selected` says (as
+//! Singer has it, and as Meltano expects when a select rule names other fields only);
+//! a catalog that deselects one while claiming it is not automatic is refused rather
+//! than half-honoured.
 
 use std::collections::{HashMap, HashSet};
 
@@ -104,7 +106,7 @@ pub enum CatalogError {
         want: String,
         got: String,
     },
-    #[error("invalid catalog: stream {stream:?}: field {field:?} is deselected, but it is the stream's {role} (inclusion: automatic) and is always sent; remove `selected: false` from its metadata")]
+    #[error("invalid catalog: stream {stream:?}: field {field:?} is deselected, but it is the stream's {role} and is always sent; remove `selected: false` from its metadata (or keep its `inclusion: automatic` from --discover)")]
     AutomaticDeselected {
         stream: String,
         field: String,
@@ -253,6 +255,12 @@ pub fn parse_catalog(text: &str) -> Result<ParsedCatalog, CatalogError> {
             match crumb.as_slice() {
                 [p, field] if p == "properties" => {
                     if automatic(def, field) {
+                        // Singer's rule: an `inclusion: automatic` field is sent whatever
+                        // `selected` says (Meltano writes `selected: false` on the key when
+                        // a select rule names other fields only)
+                        if md.get("inclusion").and_then(Value::as_str) == Some("automatic") {
+                            continue;
+                        }
                         return Err(CatalogError::AutomaticDeselected {
                             stream: name.to_string(),
                             field: field.clone(),
@@ -333,6 +341,19 @@ mod tests {
             HashSet::from(["status".to_string()])
         );
         assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        // as Meltano writes it for `select: [orders.status]`: the key stays
+        let p = parse_catalog(&selected_catalog(|c| {
+            for e in c["streams"][1]["metadata"].as_array_mut().unwrap() {
+                let status = e["breadcrumb"] == json!(["properties", "status"]);
+                if !e["breadcrumb"].as_array().unwrap().is_empty() {
+                    e["metadata"]["selected"] = json!(status);
+                }
+            }
+        }))
+        .unwrap();
+        let dropped = &p.fields.dropped["orders"];
+        assert!(!dropped.contains("id") && !dropped.contains("updatedAt"));
+        assert!(dropped.contains("shopifyId") && !dropped.contains("status"));
     }
 
     #[test]
