@@ -269,14 +269,8 @@ fn read_inputs(args: &Args) -> Result<(Config, ParsedCatalog, SingerState), Inpu
         }
         None => ParsedCatalog {
             selected: streams::available(config.webhooks.journal_path.is_some())
-                .map(|def| {
-                    let mode = if def.supports_incremental() {
-                        streams::SyncMode::Incremental
-                    } else {
-                        streams::SyncMode::FullRefresh
-                    };
-                    Selected::new(def, mode)
-                })
+                // incremental where the stream can be (Selected::new reads the rest in full)
+                .map(|def| Selected::new(def, streams::SyncMode::Incremental))
                 .collect(),
             ..Default::default()
         },

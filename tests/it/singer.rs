@@ -344,6 +344,43 @@ fn bad_input_files_are_named_with_the_problem_and_exit_2() {
     );
 }
 
+#[test]
+fn a_failed_stream_exits_1_naming_the_cause_and_the_others_keep_their_state() {
+    let server = fake(small());
+    let dir = tempfile::tempdir().unwrap();
+    let base = server.base_url.replace("2023-10", "2026-04");
+    write_config(dir.path(), &server, json!({"base_url": base}));
+    write_catalog(dir.path(), &["orders", "subscriptions"]);
+    let r = read_as(Protocol::Singer, dir.path(), None);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("orders") && r.stderr.contains("404"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("panicked"));
+    assert_eq!(
+        r.records("subscriptions").len(),
+        server.records("subscriptions").len()
+    );
+    let state = r.final_state();
+    assert!(state["bookmarks"].get("subscriptions").is_some(), "{state}");
+    assert!(state["bookmarks"].get("orders").is_none(), "{state}");
+    assert_eq!(r.messages.last().unwrap()["type"], "STATE");
+}
+
+#[test]
+fn without_a_catalog_every_stream_is_read() {
+    let server = fake(small());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &server, json!({}));
+    let r = tap(&["--config", p(&cfg)]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for s in ALL {
+        assert_eq!(r.records(s).len(), server.records(s).len(), "{s}");
+    }
+}
+
 // The Airbyte scenarios, through Singer's interface (the same helpers, the same fake).
 
 #[test]
