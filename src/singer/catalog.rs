@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{json, Value};
 
 use crate::config::MoneyType;
-use crate::streams::{self, Selected, StreamDef, StreamKind, SyncMode, STREAMS};
+use crate::streams::{self, Selected, StreamDef, StreamKind, SyncMode};
 
 const FULL_TABLE: &str = "FULL_TABLE";
 const INCREMENTAL: &str = "INCREMENTAL";
@@ -93,7 +93,7 @@ pub enum CatalogError {
     NoName(usize),
     #[error(
         "invalid catalog: streams[{index}]: stream {name:?} is selected but this tap has no such stream; it has {}",
-        known_streams()
+        streams::names()
     )]
     UnknownStream { index: usize, name: String },
     #[error("invalid catalog: stream {stream:?}: `metadata` must be a list of {{\"breadcrumb\", \"metadata\"}} entries ({problem})")]
@@ -114,14 +114,6 @@ pub enum CatalogError {
     },
     #[error("invalid catalog: stream {0:?} is listed twice")]
     Duplicate(String),
-}
-
-fn known_streams() -> String {
-    STREAMS
-        .iter()
-        .map(|d| d.name)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Fields to leave out of each selected stream's SCHEMA and RECORDs.

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use serde_json::{Map, Value};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{kind, Config, ConfigError};
 use crate::event::{FailureType, Level};
 use crate::run::{self, ReadRequest};
 use crate::state::StreamStateError;
@@ -80,13 +80,8 @@ enum AboutFormat {
 /// One of the tap's input files is unreadable or wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("cannot read the {what} file {}: {source}", path.display())]
-    Unreadable {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Unreadable(#[from] crate::run::UnreadableFile),
     #[error("config file {}: not a JSON object ({problem}); a config is e.g. {{\"api_token\": \"...\", \"start_date\": \"2024-01-01\"}}", path.display())]
     ConfigFile { path: PathBuf, problem: String },
     #[error("no --config: pass the config file, e.g. --config config.json holding {{\"api_token\": \"...\"}}")]
@@ -118,11 +113,7 @@ pub enum InputError {
 }
 
 fn read_file(path: &Path, what: &'static str) -> Result<String, InputError> {
-    std::fs::read_to_string(path).map_err(|source| InputError::Unreadable {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(run::read_input_file(path, what)?)
 }
 
 /// `add` merged into `base`: objects key by key, anything else replaced.
@@ -175,17 +166,6 @@ pub fn load_config(paths: &[PathBuf]) -> Result<Config, InputError> {
         log_line("warning", w);
     }
     Ok(config)
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// One line on stderr, where Singer taps log (Meltano shows it with the tap's name).
