@@ -261,10 +261,17 @@ fn records_sharing_the_cursor_second_are_neither_lost_nor_repeated() {
 }
 
 /// 70 records share one second; a previous sync emitted 10 of them and stopped there:
-/// the next emits the other 60 and what follows, none twice.
+/// the next emits the other 60 and what follows, none twice (under every page order).
 pub(crate) fn same_second(protocol: Protocol) {
+    for order in ORDERS {
+        same_second_under(protocol, order);
+    }
+}
+
+fn same_second_under(protocol: Protocol, order: PageOrder) {
     let server = fake(FakeConfig {
         hot_second_records: 70,
+        page_order: order,
         ..small()
     });
     let subs = server.records("subscriptions");
@@ -306,14 +313,21 @@ pub(crate) fn same_second(protocol: Protocol) {
             .iter()
             .map(|d| d["id"].to_string())
             .collect();
-        assert_eq!(got.len(), r.records("subscriptions").len(), "duplicates");
+        assert_eq!(
+            got.len(),
+            r.records("subscriptions").len(),
+            "{order:?}: duplicates"
+        );
         let expected: HashSet<String> = subs
             .iter()
             .filter(|s| ms(s["updatedAt"].as_str().unwrap()).div_euclid(1000) >= *hot)
             .map(|s| s["id"].to_string())
             .filter(|id| !done.iter().any(|d| &d["id"].to_string() == id))
             .collect();
-        assert_eq!(got, expected, "page size {page_size}");
+        assert_eq!(
+            got, expected,
+            "{protocol:?} {order:?} page size {page_size}"
+        );
     }
 }
 
