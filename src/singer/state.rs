@@ -43,30 +43,57 @@ pub struct SingerState {
     pub bookmarks: Map<String, Value>,
 }
 
-pub fn parse_state(text: &str) -> Result<SingerState, SingerStateError> {
+/// The value of `"bookmarks"`, read: the engine's input and the bookmarks to carry.
+pub fn read_bookmarks(b: &Value) -> Result<SingerState, SingerStateError> {
+    let Value::Object(bookmarks) = b else {
+        return Err(SingerStateError::BookmarksNotAnObject(b.to_string()));
+    };
     let mut out = SingerState::default();
-    if let Ok(Value::Object(top)) = serde_json::from_str::<Value>(text.trim()) {
-        if let Some(b) = top.get("bookmarks") {
-            let Value::Object(bookmarks) = b else {
-                return Err(SingerStateError::BookmarksNotAnObject(b.to_string()));
-            };
-            for (name, bookmark) in bookmarks {
-                let carried = match streams::find(name) {
-                    Some(def) => {
-                        let neutral = neutral_from_bookmark(def, bookmark)?;
-                        out.input.insert(name.clone(), neutral.clone());
-                        bookmark_from_neutral(def, neutral)
-                    }
-                    // another version's stream: kept as it is, never read
-                    None => bookmark.clone(),
-                };
-                out.bookmarks.insert(name.clone(), carried);
+    for (name, bookmark) in bookmarks {
+        let carried = match streams::find(name) {
+            Some(def) => {
+                let neutral = neutral_from_bookmark(def, bookmark)?;
+                out.input.insert(name.clone(), neutral.clone());
+                bookmark_from_neutral(def, neutral)
             }
-            return Ok(out);
+            // another version's stream: kept as it is, never read
+            None => bookmark.clone(),
+        };
+        out.bookmarks.insert(name.clone(), carried);
+    }
+    Ok(out)
+}
+
+/// A STATE message's value (`{"type": "STATE", "value": …}`), or `v` itself.
+fn state_value(v: Value) -> Value {
+    match v {
+        Value::Object(mut m) if m.get("type").and_then(Value::as_str) == Some("STATE") => {
+            m.remove("value").unwrap_or(Value::Object(m))
+        }
+        other => other,
+    }
+}
+
+/// The state as Meltano passes it; also a STATE message, or a tap's output (the last
+/// STATE line wins), or any Airbyte form.
+pub fn parse_state(text: &str) -> Result<SingerState, SingerStateError> {
+    let text = text.trim();
+    let value = serde_json::from_str::<Value>(text).ok().or_else(|| {
+        text.lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+            .find(|v| v["type"] == "STATE" && v.get("value").is_some())
+    });
+    if let Some(Value::Object(top)) = value.map(state_value) {
+        if let Some(b) = top.get("bookmarks") {
+            return read_bookmarks(b);
         }
     }
     // the Airbyte forms
-    out.input = parse_input_state(text)?;
+    let mut out = SingerState {
+        input: parse_input_state(text)?,
+        ..Default::default()
+    };
     for (name, v) in &out.input {
         let bookmark = match streams::find(name) {
             Some(def) => bookmark_from_neutral(def, v.clone()),
@@ -171,6 +198,21 @@ mod tests {
                 s.bookmarks["subscriptions"]["replication_key_value"], cursor,
                 "{text}"
             );
+        }
+        // the tap's own output, or its last STATE message
+        let value = json!({"bookmarks": {"subscriptions": {"replication_key": "updatedAt", "replication_key_value": cursor}}});
+        let older = json!({"bookmarks": {"subscriptions": {"replication_key": "updatedAt", "replication_key_value": "2020-01-01T00:00:00Z"}}});
+        for text in [
+            json!({"type": "STATE", "value": value}).to_string(),
+            format!(
+                "{}\n{}\n{}\n",
+                json!({"type": "STATE", "value": older}),
+                json!({"type": "RECORD", "stream": "subscriptions", "record": {"id": 1}}),
+                json!({"type": "STATE", "value": value})
+            ),
+        ] {
+            let s = parse_state(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(s.input["subscriptions"]["updatedAt"], cursor, "{text}");
         }
         for empty in ["", "{}", "[]", r#"{"bookmarks": {}}"#] {
             assert!(parse_state(empty).unwrap().input.is_empty(), "{empty}");
