@@ -381,6 +381,38 @@ fn without_a_catalog_every_stream_is_read() {
     }
 }
 
+#[test]
+fn one_state_moves_between_the_airbyte_and_singer_modes() {
+    let server = fake(small());
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &server, json!({"page_size": 20}));
+    write_catalog(dir.path(), INCREMENTAL);
+    // Airbyte first, then Singer from Airbyte's state, then Airbyte from Singer's
+    let airbyte = read_as(Protocol::Airbyte, dir.path(), None);
+    assert_eq!(airbyte.code, Some(0));
+    let singer = read_as(Protocol::Singer, dir.path(), Some(&airbyte.final_state()));
+    assert_eq!(singer.code, Some(0), "{}", singer.stderr);
+    let back = read_as(Protocol::Airbyte, dir.path(), Some(&singer.final_state()));
+    assert_eq!(back.code, Some(0));
+    for s in INCREMENTAL {
+        assert_eq!(airbyte.records(s).len(), server.records(s).len(), "{s}");
+        assert_eq!(
+            singer.records(s).len(),
+            0,
+            "{s}: Singer resumed from Airbyte's state"
+        );
+        assert_eq!(
+            back.records(s).len(),
+            0,
+            "{s}: Airbyte resumed from Singer's state"
+        );
+        assert!(
+            singer.final_state()["bookmarks"][s]["replication_key_value"].is_string(),
+            "{s}"
+        );
+    }
+}
+
 // The Airbyte scenarios, through Singer's interface (the same helpers, the same fake).
 
 #[test]
