@@ -354,7 +354,7 @@ fn a_failed_stream_exits_1_naming_the_cause_and_the_others_keep_their_state() {
     let r = read_as(Protocol::Singer, dir.path(), None);
     assert_eq!(r.code, Some(1), "{}", r.stderr);
     assert!(
-        r.stderr.contains("orders") && r.stderr.contains("404"),
+        r.stderr.contains("tap-loop: error: stream orders") && r.stderr.contains("404"),
         "{}",
         r.stderr
     );
