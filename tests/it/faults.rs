@@ -197,13 +197,15 @@ fn rate_limits_with_and_without_retry_after_still_complete() {
     for retry_after in [RetryAfter::Always, RetryAfter::Never, RetryAfter::Sometimes] {
         let server = fake(FakeConfig {
             rate_limits: true,
-            rate_scale: 0.02,
+            // slow enough (2 requests per 0.3 s) that a loaded machine still outpaces it:
+            // at 0.02 a debug build sharing the CPU with the other tests sometimes could not
+            rate_scale: 0.1,
             retry_after,
             ..small()
         });
         let dir = tempfile::tempdir().unwrap();
         // ask for twice the fake's pace: 429s must happen, and be absorbed
-        let l = json!({"requests": 2, "per_seconds": 0.03});
+        let l = json!({"requests": 2, "per_seconds": 0.15});
         write_config(
             dir.path(),
             &server,
