@@ -10,6 +10,7 @@
 #   SOURCE_LOOP_SKIP_DOCKER=1  skip building and running the container image
 #   SOURCE_LOOP_SKIP_PYTHON=1  skip the protocol validation and PyAirbyte steps
 #   SOURCE_LOOP_SKIP_RUST=1    skip fmt/clippy/test/build; use the binaries in $CARGO_TARGET_DIR/debug
+#   SOURCE_LOOP_SKIP_MELTANO=1 skip the Meltano pipeline (tap-loop → target-jsonl) and singer-check-tap
 #   (the Python checks drive the debug binaries cargo test built: no second, release, build;
 #   the Docker image is the release build)
 #   PYTHON                   the Python 3.11+ to make the venv with (default: python3)
@@ -128,6 +129,39 @@ if [ "${SOURCE_LOOP_SKIP_PYTHON:-0}" != 1 ]; then
 
   section "PyAirbyte sync into DuckDB (offline)"
   timeout 900 "$VPY" tests/python/pyairbyte_check.py || die "PyAirbyte check"
+fi
+
+if [ "${SOURCE_LOOP_SKIP_MELTANO:-0}" != 1 ]; then
+  section "Meltano venvs (meltano; singer-tools)"
+  # venv_for REQ NAME: a venv in $CACHE keyed by the requirements file and the Python; prints its path
+  venv_for() {
+    local req=$1 name=$2 py=${PYTHON:-python3} hash venv
+    hash=$( (cat "$req"; "$py" -c 'import sys; print(sys.version)') | sha256sum | cut -c1-16)
+    venv=$CACHE/$name-$hash
+    if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
+      echo "creating $venv" >&2
+      rm -rf "$venv"; mkdir -p "$CACHE"
+      "$py" -m venv "$venv" >&2 || die "python venv $name"
+      "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" >&2 || die "pip install -r $req"
+      touch "$venv/.complete"
+    else
+      echo "using $venv" >&2
+    fi
+    printf '%s' "$venv"
+  }
+  MELTANO_VENV=$(venv_for tests/python/meltano-requirements.txt venv-meltano)
+  SINGER_TOOLS_VENV=$(venv_for tests/python/singer-tools-requirements.txt venv-singer-tools)
+  # where `meltano install` keeps target-jsonl's venv: keyed by meltano's pins and meltano.yml
+  MELTANO_SYS_HASH=$(cat tests/python/meltano-requirements.txt examples/meltano/meltano.yml | sha256sum | cut -c1-16)
+  export MELTANO="$MELTANO_VENV/bin/meltano" SINGER_CHECK_TAP="$SINGER_TOOLS_VENV/bin/singer-check-tap"
+  export MELTANO_SYS_DIR_ROOT=$CACHE/meltano-sys-$MELTANO_SYS_HASH
+  export TAP_LOOP_BIN=$TARGET/debug/tap-loop
+  export MELTANO_SEND_ANONYMOUS_USAGE_STATS=false
+  [ -x "$TAP_LOOP_BIN" ] || die "no $TAP_LOOP_BIN after the build"
+  "$MELTANO" --version
+
+  section "Meltano: meltano run tap-loop target-jsonl, twice (examples/meltano)"
+  timeout 900 "$MELTANO_VENV/bin/python" tests/python/meltano_check.py || die "Meltano check"
 fi
 
 if [ "${SOURCE_LOOP_SKIP_DOCKER:-0}" != 1 ]; then

@@ -4,8 +4,9 @@
 //! [`config`] → [`client`] (HTTP, pacing, retries) → [`sync`] (the engine; emits neutral
 //! [`event::Event`]s for the [`streams`] a front end selected) → an [`output::Writer`]
 //! (the front end's messages). [`run`] drives `check` and `read` once for every front
-//! end; [`airbyte`] is the Airbyte front end; [`webhooks`] wires `serve`; [`reconcile`]
-//! compares the journal with the API; [`cli`] parses arguments. docs/architecture.md draws the map.
+//! end; [`airbyte`] is the Airbyte front end, [`singer`] the Singer one (`tap-loop`);
+//! [`webhooks`] wires `serve`; [`reconcile`] compares the journal with the API; [`cli`] parses
+//! arguments. docs/architecture.md draws the map.
 
 pub mod airbyte;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod normalize;
 pub mod output;
 pub mod reconcile;
 pub mod run;
+pub mod singer;
 pub mod state;
 pub mod streams;
 pub mod sync;

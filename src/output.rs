@@ -63,9 +63,21 @@ pub fn spawn_writer<W: Writer>(
     })
 }
 
+/// The running binary's name (`source-loop`, `tap-loop`), which starts every stderr line.
+fn program() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "source-loop".into())
+}
+
 /// One human line on stderr for an error (what, where, how to fix is in the message).
 pub fn error_line(message: &str) {
-    let _ = writeln!(io::stderr(), "source-loop: error: {message}");
+    let _ = writeln!(io::stderr(), "{}: error: {message}", program());
 }
 
 /// Whether stdout is a pipe whose reader has gone (`read | head` after `head` exited):
@@ -89,7 +101,7 @@ pub fn stdout_gone() -> bool {
 
 /// One human line on stderr for a warning (e.g. an unknown config key).
 pub fn warning_line(message: &str) {
-    let _ = writeln!(io::stderr(), "source-loop: warning: {message}");
+    let _ = writeln!(io::stderr(), "{}: warning: {message}", program());
 }
 
 fn progress_line(

@@ -65,6 +65,28 @@ pub fn check(mut config: Config) -> Result<(), RunError> {
     Ok(())
 }
 
+/// An input file (config, catalog, state) that cannot be read at all.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the {what} file {}: {source}", path.display())]
+pub struct UnreadableFile {
+    pub what: &'static str,
+    pub path: std::path::PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// The text of a front end's input file; `what` names it in the error.
+pub fn read_input_file(
+    path: &std::path::Path,
+    what: &'static str,
+) -> Result<String, UnreadableFile> {
+    std::fs::read_to_string(path).map_err(|source| UnreadableFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Everything a read needs, already parsed and validated by the front end.
 pub struct ReadRequest {
     pub config: Config,

@@ -169,6 +169,15 @@ pub const STREAMS: &[StreamDef] = &[
     },
 ];
 
+/// Every stream's name, comma-separated (for "unknown stream" messages).
+pub fn names() -> String {
+    STREAMS
+        .iter()
+        .map(|d| d.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn find(name: &str) -> Option<&'static StreamDef> {
     STREAMS.iter().find(|s| s.name == name)
 }

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::config::MoneyType;
-use crate::streams::{self, Selected, StreamDef, SyncMode, STREAMS};
+use crate::streams::{self, Selected, StreamDef, SyncMode};
 
 pub fn airbyte_stream(def: &StreamDef, money_type: MoneyType) -> Value {
     let mut s = json!({
@@ -42,7 +42,7 @@ pub enum CatalogError {
     NoName(usize),
     #[error(
         "invalid catalog: streams[{index}]: unknown stream {name:?}; this source has {}",
-        known_streams()
+        streams::names()
     )]
     UnknownStream { index: usize, name: String },
     #[error("invalid catalog: stream {stream:?}: sync_mode {mode:?} is neither full_refresh nor incremental")]
@@ -55,14 +55,6 @@ pub enum CatalogError {
     },
     #[error("invalid catalog: stream {0:?} is listed twice")]
     Duplicate(String),
-}
-
-fn known_streams() -> String {
-    STREAMS
-        .iter()
-        .map(|d| d.name)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 pub fn parse_configured_catalog(text: &str) -> Result<Vec<Selected>, CatalogError> {

@@ -63,13 +63,8 @@ fn print_error(message: &str, failure: FailureType) -> io::Result<()> {
 /// One of the user's input files is unreadable or wrong (all are config errors).
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("cannot read the {what} file {}: {source}", path.display())]
-    Unreadable {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Unreadable(#[from] crate::run::UnreadableFile),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -83,11 +78,7 @@ pub enum InputError {
 }
 
 fn read_file(path: &Path, what: &'static str) -> Result<String, InputError> {
-    std::fs::read_to_string(path).map_err(|source| InputError::Unreadable {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(run::read_input_file(path, what)?)
 }
 
 /// The config, its warnings (unknown keys) shown on stderr.

@@ -1,8 +1,9 @@
 //! Airbyte's state forms in: whatever a platform hands back becomes the engine's
 //! [`InputState`] (per-stream raw states). Accepted: the per-stream array
 //! (`[{"type":"STREAM","stream":{...}}]`), with or without namespace; a single STREAM
-//! object; GLOBAL and LEGACY states; a legacy `{stream: state}` object (also Singer's
-//! `{"bookmarks": {...}}`); JSON lines of STATE messages (the last one per stream wins).
+//! object; GLOBAL and LEGACY states; a legacy `{stream: state}` object; a Singer state
+//! (`{"bookmarks": {...}}`, read by [`crate::singer::state`]); JSON lines of STATE
+//! messages (the last one per stream wins).
 //! An empty file, `[]` or `{}` is a first sync. (Out: `airbyte::messages` wraps each
 //! checkpoint in a per-stream STATE message.)
 
@@ -29,6 +30,8 @@ pub enum StateFormError {
         "invalid state: the state must be a JSON array of STATE messages (or an object), got {0}"
     )]
     NotAnArrayOrObject(String),
+    #[error(transparent)]
+    Singer(Box<crate::singer::state::SingerStateError>),
 }
 
 pub fn parse_input_state(text: &str) -> Result<InputState, StateFormError> {
@@ -123,13 +126,15 @@ fn collect(v: &Value, out: &mut InputState) -> Result<(), StateFormError> {
                     Err(StateFormError::UnknownType(other.to_string()))
                 }
                 _ => {
-                    // legacy {stream_name: state, ...} (also Singer's {"bookmarks": {...}})
-                    if let Some(Value::Object(b)) = m.get("bookmarks") {
-                        for (k, v) in b {
-                            out.insert(k.clone(), v.clone());
-                        }
+                    // Singer's {"bookmarks": {...}} (tap-loop's, as Meltano stores it): read
+                    // by the Singer front end, which knows its shape
+                    if let Some(b @ Value::Object(_)) = m.get("bookmarks") {
+                        let singer = crate::singer::state::read_bookmarks(b)
+                            .map_err(|e| StateFormError::Singer(Box::new(e)))?;
+                        out.extend(singer.input);
                         return Ok(());
                     }
+                    // legacy {stream_name: state, ...}
                     for (k, v) in m {
                         if !v.is_object() && !v.is_null() {
                             return Err(StateFormError::StreamNotAnObject {
@@ -176,6 +181,10 @@ mod tests {
             let s = parse_input_state(&f).unwrap_or_else(|e| panic!("{f}: {e}"));
             assert_eq!(s.get("subscriptions"), Some(&subs), "{f}");
         }
+        // what tap-loop wrote and Meltano stores: the same cursor
+        let singer = json!({"bookmarks": {"subscriptions": {"replication_key": "updatedAt", "replication_key_value": "2024-01-01T00:00:00Z"}}});
+        let s = parse_input_state(&singer.to_string()).unwrap();
+        assert_eq!(s["subscriptions"]["updatedAt"], "2024-01-01T00:00:00Z");
         for empty in ["", "  ", "[]", "{}", "null"] {
             assert!(parse_input_state(empty).unwrap().is_empty());
         }

@@ -28,7 +28,9 @@ mod reader;
 
 pub use keys::*;
 pub use reader::did_you_mean;
-use reader::{kind, short, Reader};
+/// A JSON value's kind in words ("a string", "an array"), for error messages.
+pub(crate) use reader::kind;
+use reader::{short, Reader};
 
 /// One endpoint's pace: `requests` every `per_seconds`.
 #[derive(Debug, Clone, Copy, PartialEq)]

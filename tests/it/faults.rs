@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use fake_loop::{FakeConfig, Fault, FaultKind, Mutation, PageOrder, RetryAfter};
 use proptest::prelude::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::harness::*;
 
@@ -157,20 +157,6 @@ fn exhausted_retries_fail_loudly_and_the_last_state_resumes() {
     );
 }
 
-fn merge_states(old: &Value, new: &Value) -> Value {
-    let mut out: Vec<Value> = Vec::new();
-    let name = |s: &Value| s["stream"]["stream_descriptor"]["name"].clone();
-    for s in new.as_array().unwrap() {
-        out.push(s.clone());
-    }
-    for s in old.as_array().unwrap() {
-        if !out.iter().any(|o| name(o) == name(s)) {
-            out.push(s.clone());
-        }
-    }
-    Value::Array(out)
-}
-
 #[test]
 fn wrong_token_is_a_config_error_without_retries() {
     let server = fake(small());
@@ -240,7 +226,15 @@ fn rate_limits_with_and_without_retry_after_still_complete() {
     }
 }
 
-fn kill_resume_case(seed: u64, order: PageOrder, kills: Vec<usize>, churn: u64) {
+/// Kills at the given output lines, resumes each time from what the killed run printed;
+/// the union of everything emitted covers every version (either front end).
+pub(crate) fn kill_resume_case(
+    protocol: Protocol,
+    seed: u64,
+    order: PageOrder,
+    kills: Vec<usize>,
+    churn: u64,
+) {
     let server = fake(FakeConfig {
         seed,
         page_order: order,
@@ -273,10 +267,9 @@ fn kill_resume_case(seed: u64, order: PageOrder, kills: Vec<usize>, churn: u64) 
     let mut finished = false;
     let mut last_errors = Vec::new();
     for k in kills.into_iter().chain(std::iter::once(usize::MAX)) {
-        let (msgs, done) = read_and_kill(dir.path(), &state, k);
-        for m in &msgs {
-            if m["type"] == "RECORD" && m["record"]["stream"] == "subscriptions" {
-                let d = &m["record"]["data"];
+        let (msgs, done) = read_and_kill_as(protocol, dir.path(), &state, k);
+        for (stream, d) in msgs.iter().filter_map(record_of) {
+            if stream == "subscriptions" {
                 let t = ms(d["updatedAt"].as_str().unwrap());
                 let e = union.entry(d["id"].to_string()).or_insert(t);
                 *e = (*e).max(t);
@@ -297,8 +290,8 @@ fn kill_resume_case(seed: u64, order: PageOrder, kills: Vec<usize>, churn: u64) 
     // stop the churn; one more sync catches what changed during the last one
     server.stop_mutations();
     settle();
-    let r = read(dir.path(), Some(&state));
-    assert_eq!(r.code, Some(0));
+    let r = read_as(protocol, dir.path(), Some(&state));
+    assert_eq!(r.code, Some(0), "{protocol:?}: {}", r.stderr);
     for d in r.records("subscriptions") {
         let t = ms(d["updatedAt"].as_str().unwrap());
         let e = union.entry(d["id"].to_string()).or_insert(t);
@@ -307,19 +300,25 @@ fn kill_resume_case(seed: u64, order: PageOrder, kills: Vec<usize>, churn: u64) 
     for (id, t) in start {
         assert!(
             union.get(&id).is_some_and(|e| *e >= t),
-            "seed {seed} {order:?}: subscription {id} lost across kills"
+            "{protocol:?} seed {seed} {order:?}: subscription {id} lost across kills"
         );
+    }
+}
+
+/// SIGKILL at fixed points (first lines, mid-window, after a STATE) under every page
+/// order, then resume, through `protocol`'s front end.
+pub(crate) fn sigkill_at_many_points_then_resume(protocol: Protocol) {
+    for (i, order) in [PageOrder::Id, PageOrder::UpdatedAsc, PageOrder::UpdatedDesc]
+        .into_iter()
+        .enumerate()
+    {
+        kill_resume_case(protocol, 7 + i as u64, order, vec![2, 37, 90, 151, 260], 0);
     }
 }
 
 #[test]
 fn sigkill_at_many_points_then_resume_loses_nothing() {
-    for (i, order) in [PageOrder::Id, PageOrder::UpdatedAsc, PageOrder::UpdatedDesc]
-        .into_iter()
-        .enumerate()
-    {
-        kill_resume_case(7 + i as u64, order, vec![2, 37, 90, 151, 260], 0);
-    }
+    sigkill_at_many_points_then_resume(Protocol::Airbyte);
 }
 
 proptest! {
@@ -331,6 +330,6 @@ proptest! {
         kills in proptest::collection::vec(1usize..400, 0..4),
         churn in prop_oneof![Just(0u64), 2u64..6],
     ) {
-        kill_resume_case(seed, order, kills, churn);
+        kill_resume_case(Protocol::Airbyte, seed, order, kills, churn);
     }
 }

@@ -16,6 +16,20 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_source-loop")
 }
 
+/// The Singer tap, the same engine behind Singer's interface.
+pub fn tap_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tap-loop")
+}
+
+/// Which front end a scenario drives: the same scenario, the same fake, either protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `source-loop read --config --catalog catalog.json [--state]`
+    Airbyte,
+    /// `tap-loop --config --catalog singer_catalog.json [--state]`
+    Singer,
+}
+
 pub fn fake(cfg: FakeConfig) -> FakeServer {
     FakeServer::start_in_thread(FakeConfig {
         token: TOKEN.to_string(),
@@ -93,12 +107,99 @@ pub fn catalog(streams: &[&str]) -> Value {
     json!({"streams": items})
 }
 
+/// The Singer catalog selecting `streams` (incremental where the stream can be).
+pub fn singer_catalog(streams: &[&str]) -> Value {
+    let items: Vec<Value> = streams
+        .iter()
+        .map(|s| {
+            let incremental = INCREMENTAL.contains(s) || *s == "webhook_events";
+            json!({
+                "tap_stream_id": s,
+                "stream": s,
+                "schema": {},
+                "metadata": [{"breadcrumb": [], "metadata": {
+                    "selected": true,
+                    "replication-method": if incremental { "INCREMENTAL" } else { "FULL_TABLE" },
+                }}],
+            })
+        })
+        .collect();
+    json!({"streams": items})
+}
+
+/// Writes the Airbyte catalog (catalog.json) and the Singer one (singer_catalog.json).
 pub fn write_catalog(dir: &Path, streams: &[&str]) -> PathBuf {
+    write_json(dir, "singer_catalog.json", &singer_catalog(streams));
     write_json(dir, "catalog.json", &catalog(streams))
+}
+
+/// The arguments of a read of `dir`'s config and catalog (and `state`, if any).
+pub fn read_command(
+    protocol: Protocol,
+    dir: &Path,
+    state: Option<&Path>,
+) -> (&'static str, Vec<String>) {
+    let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    let (bin, mut args) = match protocol {
+        Protocol::Airbyte => (
+            bin(),
+            vec![
+                "read".to_string(),
+                "--config".into(),
+                s(dir.join("config.json")),
+                "--catalog".into(),
+                s(dir.join("catalog.json")),
+            ],
+        ),
+        Protocol::Singer => (
+            tap_bin(),
+            vec![
+                "--config".to_string(),
+                s(dir.join("config.json")),
+                "--catalog".into(),
+                s(dir.join("singer_catalog.json")),
+            ],
+        ),
+    };
+    if let Some(p) = state {
+        args.push("--state".into());
+        args.push(s(p.to_path_buf()));
+    }
+    (bin, args)
+}
+
+/// A stream's state (the neutral stream state value) as `protocol`'s input state.
+pub fn input_state(protocol: Protocol, stream: &str, cursor: &str, value: &Value) -> Value {
+    match protocol {
+        Protocol::Airbyte => {
+            json!([{"type": "STREAM", "stream": {"stream_descriptor": {"name": stream}, "stream_state": value}}])
+        }
+        Protocol::Singer => {
+            let mut b = value.clone();
+            let m = b.as_object_mut().expect("a stream state is an object");
+            if let Some(v) = m.remove(cursor) {
+                m.insert("replication_key".into(), json!(cursor));
+                m.insert("replication_key_value".into(), v);
+            }
+            json!({"bookmarks": {stream: b}})
+        }
+    }
+}
+
+/// A record message's stream and data, in either protocol.
+pub fn record_of(m: &Value) -> Option<(&str, &Value)> {
+    if m["type"] != "RECORD" {
+        return None;
+    }
+    if let Some(stream) = m["record"]["stream"].as_str() {
+        return Some((stream, &m["record"]["data"])); // Airbyte
+    }
+    m["stream"].as_str().map(|s| (s, &m["record"])) // Singer
 }
 
 #[derive(Debug)]
 pub struct Run {
+    pub protocol: Protocol,
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
@@ -112,11 +213,13 @@ impl Run {
     pub fn records(&self, stream: &str) -> Vec<&Value> {
         self.messages
             .iter()
-            .filter(|m| m["type"] == "RECORD" && m["record"]["stream"] == stream)
-            .map(|m| &m["record"]["data"])
+            .filter_map(record_of)
+            .filter(|(s, _)| *s == stream)
+            .map(|(_, d)| d)
             .collect()
     }
-    /// The last STATE message of every stream, as an input state array.
+    /// What to resume from: Airbyte's last STATE of every stream as an input state
+    /// array; Singer's last STATE value (as Meltano keeps it).
     pub fn final_state(&self) -> Value {
         last_states(&self.messages)
     }
@@ -140,7 +243,16 @@ impl Run {
             })
             .collect()
     }
+    /// Log lines: Airbyte's LOG messages; Singer's stderr lines (where taps log).
     pub fn logs(&self) -> Vec<String> {
+        if self.protocol == Protocol::Singer {
+            return self
+                .stderr
+                .lines()
+                .filter_map(|l| l.strip_prefix("tap-loop: "))
+                .map(str::to_string)
+                .collect();
+        }
         self.of_type("LOG")
             .iter()
             .map(|m| m["log"]["message"].as_str().unwrap_or_default().to_string())
@@ -148,7 +260,19 @@ impl Run {
     }
 }
 
+/// What a run's output resumes from (see [`Run::final_state`]); Singer's is `null` when
+/// no STATE was printed.
 pub fn last_states(messages: &[Value]) -> Value {
+    if let Some(last) = messages
+        .iter()
+        .rev()
+        .find(|m| m["type"] == "STATE" && m.get("value").is_some())
+    {
+        return last["value"].clone();
+    }
+    if messages.iter().any(|m| m["type"] == "SCHEMA") {
+        return Value::Null;
+    }
     let mut order: Vec<String> = Vec::new();
     let mut latest = std::collections::HashMap::new();
     for m in messages.iter().filter(|m| m["type"] == "STATE") {
@@ -179,6 +303,33 @@ pub fn parse_lines(stdout: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The state to resume from after a run that printed `new` (its [`last_states`]) on top
+/// of `old`: per stream, the newest.
+pub fn merge_states(old: &Value, new: &Value) -> Value {
+    if new.is_null() || new.as_array().is_some_and(Vec::is_empty) {
+        return old.clone();
+    }
+    if let Some(b) = new.get("bookmarks").and_then(Value::as_object) {
+        // Singer: a STATE carries every bookmark; still, never forget an older one
+        let mut all = old.get("bookmarks").cloned().unwrap_or(json!({}));
+        for (k, v) in b {
+            all[k] = v.clone();
+        }
+        return json!({"bookmarks": all});
+    }
+    let mut out: Vec<Value> = Vec::new();
+    let name = |s: &Value| s["stream"]["stream_descriptor"]["name"].clone();
+    for s in new.as_array().unwrap() {
+        out.push(s.clone());
+    }
+    for s in old.as_array().into_iter().flatten() {
+        if !out.iter().any(|o| name(o) == name(s)) {
+            out.push(s.clone());
+        }
+    }
+    Value::Array(out)
+}
+
 fn wait_with_timeout(mut child: Child, limit: Duration) -> Run {
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
@@ -207,6 +358,7 @@ fn wait_with_timeout(mut child: Child, limit: Duration) -> Run {
     let stderr = t_err.join().unwrap();
     let messages = parse_lines(&stdout);
     Run {
+        protocol: Protocol::Airbyte,
         code: status.code(),
         stdout,
         stderr,
@@ -215,14 +367,22 @@ fn wait_with_timeout(mut child: Child, limit: Duration) -> Run {
 }
 
 pub fn run(args: &[&str]) -> Run {
-    let child = Command::new(bin())
+    run_bin(bin(), args)
+}
+
+/// Runs `bin` (either front end) with a time limit; the token must not leak.
+pub fn run_bin(bin: &str, args: &[&str]) -> Run {
+    let child = Command::new(bin)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn source-loop");
-    let r = wait_with_timeout(child, Duration::from_secs(120));
+    let mut r = wait_with_timeout(child, Duration::from_secs(120));
+    if bin == tap_bin() {
+        r.protocol = Protocol::Singer;
+    }
     assert!(
         !r.stdout.contains(TOKEN) && !r.stderr.contains(TOKEN),
         "the API token leaked into the output of {args:?}"
@@ -236,20 +396,15 @@ pub fn p(path: &Path) -> &str {
 
 /// `read` with config and catalog (and state, if any) from `dir`.
 pub fn read(dir: &Path, state: Option<&Value>) -> Run {
-    let mut args = vec![
-        "read".to_string(),
-        "--config".into(),
-        dir.join("config.json").to_string_lossy().into(),
-        "--catalog".into(),
-        dir.join("catalog.json").to_string_lossy().into(),
-    ];
-    if let Some(s) = state {
-        let sp = write_json(dir, "state.json", s);
-        args.push("--state".into());
-        args.push(sp.to_string_lossy().into());
-    }
+    read_as(Protocol::Airbyte, dir, state)
+}
+
+/// A read of `dir` through `protocol`'s front end.
+pub fn read_as(protocol: Protocol, dir: &Path, state: Option<&Value>) -> Run {
+    let sp = state.map(|s| write_json(dir, "state.json", s));
+    let (bin, args) = read_command(protocol, dir, sp.as_deref());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    run(&refs)
+    run_bin(bin, &refs)
 }
 
 /// Key of a record: (id, updatedAt or createdAt).
@@ -294,17 +449,20 @@ pub fn read_and_kill(
     state: &Value,
     kill_after: usize,
 ) -> (Vec<Value>, bool) {
+    read_and_kill_as(Protocol::Airbyte, dir, state, kill_after)
+}
+
+/// [`read_and_kill`] through `protocol`'s front end.
+pub fn read_and_kill_as(
+    protocol: Protocol,
+    dir: &std::path::Path,
+    state: &Value,
+    kill_after: usize,
+) -> (Vec<Value>, bool) {
     let sp = write_json(dir, "state.json", state);
-    let mut child = Command::new(bin())
-        .args([
-            "read",
-            "--config",
-            p(&dir.join("config.json")),
-            "--catalog",
-            p(&dir.join("catalog.json")),
-            "--state",
-            p(&sp),
-        ])
+    let (bin, args) = read_command(protocol, dir, Some(&sp));
+    let mut child = Command::new(bin)
+        .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -51,6 +51,12 @@ fn assert_covered(
 
 #[test]
 fn first_sync_then_changes_between_syncs_under_every_page_order() {
+    first_sync_then_changes(Protocol::Airbyte);
+}
+
+/// A first sync emits every version once; after changes, the next sync emits exactly the
+/// changed records; a third emits nothing (under every page order and filter bound).
+pub(crate) fn first_sync_then_changes(protocol: Protocol) {
     for (order, bounds) in [
         (PageOrder::Id, FilterBounds::Inclusive),
         (PageOrder::UpdatedAsc, FilterBounds::Inclusive),
@@ -69,8 +75,14 @@ fn first_sync_then_changes_between_syncs_under_every_page_order() {
             .iter()
             .map(|s| (*s, versions_of(&server, s)))
             .collect();
-        let r1 = read(dir.path(), None);
-        assert_eq!(r1.code, Some(0), "{order:?}: {:?}", r1.errors());
+        let r1 = read_as(protocol, dir.path(), None);
+        assert_eq!(
+            r1.code,
+            Some(0),
+            "{order:?}: {:?} {}",
+            r1.errors(),
+            r1.stderr
+        );
         for s in INCREMENTAL {
             let got = emitted_versions(&r1, s);
             assert_covered(
@@ -102,7 +114,7 @@ fn first_sync_then_changes_between_syncs_under_every_page_order() {
             count: 4,
         });
         settle();
-        let r2 = read(dir.path(), Some(&r1.final_state()));
+        let r2 = read_as(protocol, dir.path(), Some(&r1.final_state()));
         assert_eq!(r2.code, Some(0));
         let expect = |recs: &[&Vec<Value>], stream: &str| -> HashSet<(String, i64)> {
             let cursor = if stream == "activity_logs" {
@@ -132,7 +144,7 @@ fn first_sync_then_changes_between_syncs_under_every_page_order() {
             "{order:?}"
         );
         // a third sync with nothing changed emits nothing
-        let r3 = read(dir.path(), Some(&r2.final_state()));
+        let r3 = read_as(protocol, dir.path(), Some(&r2.final_state()));
         for s in INCREMENTAL {
             assert_eq!(
                 r3.records(s).len(),
@@ -145,6 +157,12 @@ fn first_sync_then_changes_between_syncs_under_every_page_order() {
 
 #[test]
 fn records_changed_during_a_sync_are_not_lost_under_every_page_order() {
+    changes_during_a_sync(Protocol::Airbyte);
+}
+
+/// Records touched and created while the sync pages: the unchanged ones are in it, the
+/// churn is detected, and the next sync catches every version made meanwhile.
+pub(crate) fn changes_during_a_sync(protocol: Protocol) {
     // small pages and windows: many multi-page windows, each checked; then the default
     // target: one window for the whole stream
     let layouts = [
@@ -190,8 +208,14 @@ fn records_changed_during_a_sync_are_not_lost_under_every_page_order() {
                 count: 2,
             },
         );
-        let r1 = read(dir.path(), None);
-        assert_eq!(r1.code, Some(0), "{order:?}: {:?}", r1.errors());
+        let r1 = read_as(protocol, dir.path(), None);
+        assert_eq!(
+            r1.code,
+            Some(0),
+            "{order:?}: {:?} {}",
+            r1.errors(),
+            r1.stderr
+        );
         let mut union: HashMap<&str, HashSet<(String, i64)>> = HashMap::new();
         for s in ["subscriptions", "orders"] {
             let got = emitted_versions(&r1, s);
@@ -217,7 +241,7 @@ fn records_changed_during_a_sync_are_not_lost_under_every_page_order() {
         // stop the churn; the next sync catches every version made during the first
         server.stop_mutations();
         settle();
-        let r2 = read(dir.path(), Some(&r1.final_state()));
+        let r2 = read_as(protocol, dir.path(), Some(&r1.final_state()));
         assert_eq!(r2.code, Some(0));
         for s in ["subscriptions", "orders"] {
             union.get_mut(s).unwrap().extend(emitted_versions(&r2, s));
@@ -233,8 +257,21 @@ fn records_changed_during_a_sync_are_not_lost_under_every_page_order() {
 
 #[test]
 fn records_sharing_the_cursor_second_are_neither_lost_nor_repeated() {
+    same_second(Protocol::Airbyte);
+}
+
+/// 70 records share one second; a previous sync emitted 10 of them and stopped there:
+/// the next emits the other 60 and what follows, none twice (under every page order).
+pub(crate) fn same_second(protocol: Protocol) {
+    for order in ORDERS {
+        same_second_under(protocol, order);
+    }
+}
+
+fn same_second_under(protocol: Protocol, order: PageOrder) {
     let server = fake(FakeConfig {
         hot_second_records: 70,
+        page_order: order,
         ..small()
     });
     let subs = server.records("subscriptions");
@@ -257,28 +294,40 @@ fn records_sharing_the_cursor_second_are_neither_lost_nor_repeated() {
         .map(|r| ms(r["updatedAt"].as_str().unwrap()))
         .max()
         .unwrap();
-    let state = json!([{"type": "STREAM", "stream": {"stream_descriptor": {"name": "subscriptions"}, "stream_state": {
-        "updatedAt": chrono::DateTime::from_timestamp_millis(cursor).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "boundary": done.iter().map(|r| json!({"id": r["id"], "at": r["updatedAt"]})).collect::<Vec<_>>()}}}]);
+    let state = input_state(
+        protocol,
+        "subscriptions",
+        "updatedAt",
+        &json!({
+            "updatedAt": chrono::DateTime::from_timestamp_millis(cursor).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "boundary": done.iter().map(|r| json!({"id": r["id"], "at": r["updatedAt"]})).collect::<Vec<_>>()}),
+    );
     for page_size in [50, 7] {
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), &server, json!({"page_size": page_size}));
         write_catalog(dir.path(), &["subscriptions"]);
-        let r = read(dir.path(), Some(&state));
-        assert_eq!(r.code, Some(0));
+        let r = read_as(protocol, dir.path(), Some(&state));
+        assert_eq!(r.code, Some(0), "{protocol:?}: {}", r.stderr);
         let got: HashSet<String> = r
             .records("subscriptions")
             .iter()
             .map(|d| d["id"].to_string())
             .collect();
-        assert_eq!(got.len(), r.records("subscriptions").len(), "duplicates");
+        assert_eq!(
+            got.len(),
+            r.records("subscriptions").len(),
+            "{order:?}: duplicates"
+        );
         let expected: HashSet<String> = subs
             .iter()
             .filter(|s| ms(s["updatedAt"].as_str().unwrap()).div_euclid(1000) >= *hot)
             .map(|s| s["id"].to_string())
             .filter(|id| !done.iter().any(|d| &d["id"].to_string() == id))
             .collect();
-        assert_eq!(got, expected, "page size {page_size}");
+        assert_eq!(
+            got, expected,
+            "{protocol:?} {order:?} page size {page_size}"
+        );
     }
 }
 

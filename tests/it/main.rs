@@ -9,4 +9,5 @@ mod faults;
 mod incremental;
 mod normalization;
 mod reconcile;
+mod singer;
 mod webhooks;

@@ -404,6 +404,7 @@ fn run_serve_briefly(config: &Path) -> Run {
     let stdout = stdout.lock().unwrap().clone();
     let stderr = stderr.lock().unwrap().clone();
     Run {
+        protocol: crate::harness::Protocol::Airbyte,
         code: status.code(),
         messages: Vec::new(),
         stdout,
