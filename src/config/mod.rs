@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use loop_webhooks::ConnectionLimits;
 use serde_json::{Map, Value};
 
 /// How webhook signatures are encoded (Loop does not document hex vs base64).
@@ -130,6 +131,8 @@ pub struct WebhookSettings {
     pub signature_encoding: SignatureEncoding,
     pub path: String,
     pub max_body_bytes: usize,
+    /// The cap on open connections and the timeouts that free them.
+    pub limits: ConnectionLimits,
 }
 
 /// The connector's configuration (`check`, `discover`, `read`).
@@ -392,12 +395,19 @@ fn read_webhooks(r: &mut Reader) -> WebhookSettings {
         r.problem(format!("`webhook_path`: {p}"));
     }
     let max_body_bytes = r.integer(&WEBHOOK_MAX_BODY_BYTES) as usize;
+    let limits = ConnectionLimits {
+        header_read_timeout: Duration::from_secs(r.integer(&WEBHOOK_HEADER_READ_TIMEOUT_SECONDS)),
+        body_read_timeout: Duration::from_secs(r.integer(&WEBHOOK_BODY_READ_TIMEOUT_SECONDS)),
+        idle_timeout: Duration::from_secs(r.integer(&WEBHOOK_IDLE_TIMEOUT_SECONDS)),
+        max_connections: r.integer(&WEBHOOK_MAX_CONNECTIONS) as usize,
+    };
     WebhookSettings {
         journal_path,
         secrets,
         signature_encoding,
         path,
         max_body_bytes,
+        limits,
     }
 }
 
@@ -648,6 +658,19 @@ mod tests {
             ),
             (&props["clock_skew_seconds"], CLOCK_SKEW_SECONDS),
             (&props["webhook_max_body_bytes"], WEBHOOK_MAX_BODY_BYTES),
+            (
+                &props["webhook_header_read_timeout_seconds"],
+                WEBHOOK_HEADER_READ_TIMEOUT_SECONDS,
+            ),
+            (
+                &props["webhook_body_read_timeout_seconds"],
+                WEBHOOK_BODY_READ_TIMEOUT_SECONDS,
+            ),
+            (
+                &props["webhook_idle_timeout_seconds"],
+                WEBHOOK_IDLE_TIMEOUT_SECONDS,
+            ),
+            (&props["webhook_max_connections"], WEBHOOK_MAX_CONNECTIONS),
             (
                 &props["retry"]["properties"]["max_attempts"],
                 RETRY_MAX_ATTEMPTS,

@@ -65,6 +65,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         journal_path: args.journal,
         emit: args.emit,
+        limits: loop_webhooks::ConnectionLimits::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
