@@ -8,4 +8,5 @@ mod efficiency;
 mod faults;
 mod incremental;
 mod normalization;
+mod receiver_limits;
 mod webhooks;

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::harness::{self, bin, p, write_catalog, write_config, write_json, Run, TOKEN};
 
-const SECRET: &str = "whsec-TEST-7d41c0ffee";
+pub(crate) const SECRET: &str = "whsec-TEST-7d41c0ffee";
 const SECRET_2: &str = "whsec-ROTATED-99ab12";
 const SHOP: &str = "shop.myshopify.com";
 
@@ -34,7 +34,7 @@ fn free_port() -> u16 {
 
 /// A config file for `serve` (and `read` of `webhook_events`, which makes no API
 /// request): the connector's required keys plus `extra`.
-fn serve_config(dir: &Path, extra: Value) -> PathBuf {
+pub(crate) fn serve_config(dir: &Path, extra: Value) -> PathBuf {
     let mut c = json!({
         "api_token": TOKEN,
         // Nothing listens here; `serve` and the journal stream never call the API.
@@ -69,9 +69,9 @@ fn shared_reader(
 }
 
 /// A running `source-loop serve`; killed (SIGKILL) and reaped on drop.
-struct Serve {
+pub(crate) struct Serve {
     child: Arc<Mutex<Child>>,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     readers: Vec<std::thread::JoinHandle<()>>,
@@ -81,7 +81,7 @@ struct Serve {
 impl Serve {
     /// Starts `serve` on a free port and waits until it answers `/healthz`. A port
     /// taken between choosing and binding it is retried with another one.
-    fn start(config: &Path, emit: bool, envs: &[(&str, &str)]) -> Serve {
+    pub(crate) fn start(config: &Path, emit: bool, envs: &[(&str, &str)]) -> Serve {
         for _ in 0..5 {
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let mut cmd = Command::new(bin());
@@ -149,7 +149,7 @@ impl Serve {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
@@ -157,12 +157,12 @@ impl Serve {
         self.stdout.lock().unwrap().clone()
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
     /// SIGTERM, then waits (bounded) for the exit and for the output pipes to close.
-    fn terminate(&mut self) -> ExitStatus {
+    pub(crate) fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.lock().unwrap().id().to_string();
         let ok = Command::new("kill")
             .args(["-TERM", &pid])
@@ -207,7 +207,7 @@ impl Drop for Serve {
 }
 
 /// GET over a raw HTTP/1.1 connection (no runtime needed): status and body.
-fn raw_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+pub(crate) fn raw_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::Write as _;
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -310,13 +310,13 @@ async fn post(
 }
 
 /// A delivery as Loop sends it: body bytes and headers (signature included).
-struct Delivery {
+pub(crate) struct Delivery {
     id: String,
-    body: Vec<u8>,
-    headers: Vec<(&'static str, String)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) headers: Vec<(&'static str, String)>,
 }
 
-fn delivery(id: &str, topic: &str, payload: &Value, secret: &str) -> Delivery {
+pub(crate) fn delivery(id: &str, topic: &str, payload: &Value, secret: &str) -> Delivery {
     let body =
         serde_json::to_vec(&json!({"payload": payload, "metaData": {"myshopifyDomain": SHOP}}))
             .unwrap();
@@ -359,7 +359,7 @@ fn accepted_seq(resp: &(u16, Value)) -> i64 {
 }
 
 /// The value of an unlabelled (or exactly labelled) sample in Prometheus text.
-fn metric(text: &str, name: &str) -> f64 {
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| {

@@ -418,3 +418,45 @@ impl hyper::service::Service<hyper::Request<Incoming>> for CountingService {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_limits_are_each_named_with_a_value_that_works() {
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::ZERO,
+            body_read_timeout: Duration::ZERO,
+            idle_timeout: Duration::ZERO,
+            max_connections: 0,
+        };
+        let problems = limits.problems();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            problems[0].starts_with("header_read_timeout is 0: use a positive duration, e.g. 10s")
+        );
+        assert!(problems[3].contains("e.g. 1024"), "{problems:?}");
+        assert!(ConnectionLimits::default().problems().is_empty());
+    }
+
+    #[test]
+    fn a_connection_is_idle_only_when_no_request_has_begun() {
+        let idle = Duration::from_millis(1);
+        let a = Activity::new();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(a.is_idle(idle), "nothing sent since accept");
+        // A head has begun: the header timer's business, not the idle timer's.
+        a.read_since_write.store(true, Ordering::Relaxed);
+        assert!(!a.is_idle(idle));
+        assert!(a.request_begun());
+        // The response went out: idle again once nothing moves.
+        a.read_since_write.store(false, Ordering::Relaxed);
+        a.touch();
+        assert!(!a.is_idle(Duration::from_secs(60)));
+        // A request being handled (say, waiting on a commit) is never idle.
+        a.in_flight.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!a.is_idle(idle));
+    }
+}
