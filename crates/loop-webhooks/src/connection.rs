@@ -109,6 +109,84 @@ impl ConnectionLimits {
     }
 }
 
+/// File descriptors kept aside for everything but connections: stdio, the listener, the
+/// journal's database, WAL and shared memory, the runtime's own.
+const RESERVED_FDS: u64 = 64;
+
+/// What the file-descriptor limit means for the cap: the soft limit to raise it to (if
+/// it must rise), and the cap that fits under the hard limit.
+#[derive(Debug, PartialEq, Eq)]
+struct FdPlan {
+    raise_soft_to: Option<u64>,
+    cap: usize,
+}
+
+fn plan_fds(requested: usize, soft: u64, hard: u64) -> FdPlan {
+    let needed = (requested as u64).saturating_add(RESERVED_FDS);
+    if needed <= soft {
+        return FdPlan {
+            raise_soft_to: None,
+            cap: requested,
+        };
+    }
+    if needed <= hard {
+        return FdPlan {
+            raise_soft_to: Some(needed),
+            cap: requested,
+        };
+    }
+    FdPlan {
+        raise_soft_to: (hard > soft).then_some(hard),
+        cap: cap_under(hard),
+    }
+}
+
+fn cap_under(fd_limit: u64) -> usize {
+    usize::try_from(fd_limit.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX)
+}
+
+/// Makes room for `requested` connections under the process's file-descriptor limit:
+/// raises the soft limit as far as needed (the hard limit allowing; Go's runtime does
+/// the same). Returns the cap to use: `requested`, or lower, with a warning on stderr,
+/// when the hard limit does not allow it (past it, `accept` would fail instead of the
+/// cap answering 503).
+pub(crate) fn fit_fd_limit(requested: usize) -> usize {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return requested;
+        }
+        let (soft, hard): (u64, u64) = (limit.rlim_cur, limit.rlim_max);
+        let plan = plan_fds(requested, soft, hard);
+        let mut cap = plan.cap;
+        if let Some(raised) = plan.raise_soft_to {
+            let new = libc::rlimit {
+                rlim_cur: raised,
+                rlim_max: limit.rlim_max,
+            };
+            // SAFETY: setrlimit reads the struct we pass.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
+                cap = cap.min(cap_under(soft));
+            }
+        }
+        if cap < requested {
+            eprintln!(
+                "loop-webhooks: WARNING max_connections {requested} does not fit under the file-descriptor limit (soft {soft}, hard {hard}, {RESERVED_FDS} kept for the journal and the rest): using {cap}; raise the limit (ulimit -n, LimitNOFILE= in systemd) or lower webhook_max_connections"
+            );
+        }
+        cap
+    }
+    #[cfg(not(unix))]
+    {
+        requested
+    }
+}
+
 /// Accepts until `shutdown` resolves, serving each admitted connection with `router`
 /// under `limits`; then lets every open connection finish its request (each is bounded
 /// by the timeouts) and returns.
@@ -438,6 +516,38 @@ mod tests {
         );
         assert!(problems[3].contains("e.g. 1024"), "{problems:?}");
         assert!(ConnectionLimits::default().problems().is_empty());
+    }
+
+    #[test]
+    fn the_fd_limit_is_raised_for_the_cap_or_the_cap_lowered_to_fit() {
+        let plan = |requested, soft, hard| plan_fds(requested, soft, hard);
+        // Room enough: nothing to do.
+        assert_eq!(
+            plan(1024, 20_000, 20_000),
+            FdPlan {
+                raise_soft_to: None,
+                cap: 1024
+            }
+        );
+        // systemd's 1024 soft limit: raised to what the cap needs.
+        assert_eq!(
+            plan(1024, 1024, 524_288),
+            FdPlan {
+                raise_soft_to: Some(1024 + RESERVED_FDS),
+                cap: 1024
+            }
+        );
+        // A hard limit too low: raised to it, and the cap lowered to fit.
+        assert_eq!(
+            plan(1024, 256, 1024),
+            FdPlan {
+                raise_soft_to: Some(1024),
+                cap: 1024 - RESERVED_FDS as usize
+            }
+        );
+        assert_eq!(plan(1024, 1024, 1024).raise_soft_to, None);
+        assert_eq!(plan(10, 20, 20).cap, 1, "never a cap of 0");
+        assert_eq!(plan(1024, 2048, u64::MAX).cap, 1024);
     }
 
     #[test]

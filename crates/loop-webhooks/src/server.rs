@@ -24,7 +24,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 
-use crate::connection::{accept_loop, ConnectionLimits};
+use crate::connection::{accept_loop, fit_fd_limit, ConnectionLimits};
 use crate::journal::{
     AppendOutcome, CommittedEvent, EntityRef, Journal, JournalError, JournalOptions, NewEvent,
 };
@@ -212,8 +212,9 @@ impl std::fmt::Debug for BoundServer {
 
 /// Validates the config, opens the journal and binds the socket (port 0 picks a free
 /// port; see [`BoundServer::local_addr`]). Logs `listening on ADDR` to stderr.
-pub async fn bind(cfg: ServerConfig) -> Result<BoundServer, ServeError> {
+pub async fn bind(mut cfg: ServerConfig) -> Result<BoundServer, ServeError> {
     cfg.validate()?;
+    cfg.limits.max_connections = fit_fd_limit(cfg.limits.max_connections);
     let (committed, emitter) = if cfg.emit {
         let (tx, rx) = mpsc::unbounded_channel();
         (Some(tx), Some(tokio::spawn(emit_lines(rx))))
