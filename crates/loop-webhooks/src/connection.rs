@@ -298,6 +298,7 @@ impl Connection {
         let conn = builder.serve_connection(io, service);
         let mut conn = std::pin::pin!(conn);
         let idle = self.limits.idle_timeout;
+        let mut check_idle_at = activity.idle_deadline(idle);
         let mut stopping = *self.stop.borrow();
         if stopping {
             conn.as_mut().graceful_shutdown();
@@ -318,12 +319,17 @@ impl Connection {
                     }
                     return;
                 }
-                () = tokio::time::sleep_until(activity.idle_deadline(idle)) => {
+                () = tokio::time::sleep_until(check_idle_at) => {
                     if activity.is_idle(idle) {
                         self.metrics.cut("idle_timeout");
                         // Dropping the connection closes the socket.
                         return;
                     }
+                    // Bytes moved since, or a request is under way (then its own timers
+                    // bound it): look again later, never in a tight loop.
+                    let now = tokio::time::Instant::now();
+                    let deadline = activity.idle_deadline(idle);
+                    check_idle_at = if deadline > now { deadline } else { now + idle };
                 }
                 changed = self.stop.changed(), if !stopping => {
                     stopping = true;
