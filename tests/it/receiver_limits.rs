@@ -24,12 +24,11 @@ fn half_open(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// A delivery over its own connection (`Connection: close`): status and response body.
-fn post_once(addr: SocketAddr, d: &Delivery) -> (u16, String) {
-    let mut s = connect(addr);
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+/// Writes `d` as one HTTP/1.1 request on `s` (`connection` is `close` or `keep-alive`).
+fn write_delivery(s: &mut TcpStream, d: &Delivery, connection: &str) {
+    let addr = s.peer_addr().unwrap();
     let mut head = format!(
-        "POST /webhooks/loop HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        "POST /webhooks/loop HTTP/1.1\r\nHost: {addr}\r\nConnection: {connection}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         d.body.len()
     );
     for (k, v) in &d.headers {
@@ -39,6 +38,13 @@ fn post_once(addr: SocketAddr, d: &Delivery) -> (u16, String) {
     // A refused connection may be closed before the whole request is written.
     let _ = s.write_all(head.as_bytes());
     let _ = s.write_all(&d.body);
+}
+
+/// A delivery over its own connection (`Connection: close`): status and response body.
+fn post_once(addr: SocketAddr, d: &Delivery) -> (u16, String) {
+    let mut s = connect(addr);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write_delivery(&mut s, d, "close");
     let mut resp = Vec::new();
     let _ = s.read_to_end(&mut resp);
     let resp = String::from_utf8_lossy(&resp).to_string();
@@ -148,6 +154,14 @@ fn slow_and_silent_connections_are_closed_on_time_while_deliveries_are_acknowled
         })
         .collect();
 
+    // A delivery on a kept-alive connection, answered; the connection then goes quiet.
+    let mut kept_alive = connect(addr);
+    write_delivery(&mut kept_alive, &signed(100), "keep-alive");
+    let mut answer = [0u8; 12];
+    kept_alive.set_read_timeout(Some(CLOSE_LIMIT)).unwrap();
+    kept_alive.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+
     // Meanwhile every valid delivery is acknowledged.
     for i in 0..30 {
         let (status, body) = post_once(addr, &signed(i));
@@ -163,6 +177,7 @@ fn slow_and_silent_connections_are_closed_on_time_while_deliveries_are_acknowled
             "a head timeout closes without answering: {got:?}"
         );
     }
+    closed_by(&mut kept_alive, deadline).expect("the kept-alive connection, once idle");
     for (i, s) in silent.iter_mut().enumerate() {
         closed_by(s, deadline).unwrap_or_else(|e| panic!("silent connection {i}: {e}"));
     }
@@ -174,10 +189,11 @@ fn slow_and_silent_connections_are_closed_on_time_while_deliveries_are_acknowled
 
     let text = wait_only_scrape_open(&serve);
     assert_eq!(cut(&text, "header_timeout"), 400.0, "{text}");
-    assert_eq!(cut(&text, "idle_timeout"), 50.0, "{text}");
+    // The 50 silent connections and the kept-alive one.
+    assert_eq!(cut(&text, "idle_timeout"), 51.0, "{text}");
     assert_eq!(cut(&text, "body_timeout"), 20.0, "{text}");
     assert_eq!(cut(&text, "over_capacity"), 0.0, "{text}");
-    assert_eq!(metric(&text, "loop_webhooks_verified_total"), 30.0);
+    assert_eq!(metric(&text, "loop_webhooks_verified_total"), 31.0);
     assert_eq!(metric(&text, "loop_webhooks_connections_max"), 2000.0);
     assert!(
         serve
