@@ -46,9 +46,11 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Keep-alive connections (and connections that never send anything) are closed after
 /// this long without a request.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Open connections at most. Loop delivers with little concurrency; this leaves room
-/// for bursts and retries while bounding the file descriptors an attacker can hold.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Open connections at most. Loop delivers with little concurrency; this leaves room for
+/// a few thousand idle or slow clients (a 1 500-connection slowloris still leaves room
+/// for deliveries) while bounding the file descriptors and memory (about 10 KiB each)
+/// they can hold.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// The body of the `503` a connection over the cap gets.
 const OVER_CAPACITY_BODY: &str = r#"{"error":"too many open connections, retry in a moment"}"#;
@@ -520,7 +522,7 @@ mod tests {
         assert!(
             problems[0].starts_with("header_read_timeout is 0: use a positive duration, e.g. 10s")
         );
-        assert!(problems[3].contains("e.g. 1024"), "{problems:?}");
+        assert!(problems[3].contains("e.g. 4096"), "{problems:?}");
         assert!(ConnectionLimits::default().problems().is_empty());
     }
 

@@ -280,6 +280,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let mut close_times: Vec<Duration> = fates.iter().filter_map(|f| f.closed_after).collect();
     close_times.sort_unstable();
     let close_pct = |p: f64| -> Option<f64> {
+        if close_times.is_empty() {
+            return None;
+        }
         let rank = ((p * close_times.len() as f64).ceil() as usize).clamp(1, close_times.len());
         close_times.get(rank - 1).map(|d| round3(d.as_secs_f64()))
     };
