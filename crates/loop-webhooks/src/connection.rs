@@ -48,8 +48,8 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Open connections at most. Loop delivers with little concurrency; this leaves room for
 /// a few thousand idle or slow clients (a 1 500-connection slowloris still leaves room
-/// for deliveries) while bounding the file descriptors and memory (about 10 KiB each)
-/// they can hold.
+/// for deliveries) while bounding the file descriptors and memory (about 27 KiB each,
+/// measured: some 110 MiB at the cap) they can hold.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// The body of the `503` a connection over the cap gets.
