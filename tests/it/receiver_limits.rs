@@ -93,6 +93,28 @@ fn closed_by(s: &mut TcpStream, deadline: Instant) -> Result<Vec<u8>, String> {
     }
 }
 
+/// `GET /metrics` on a kept-alive connection, left open: the body.
+fn scrape_kept_alive(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(CLOSE_LIMIT)).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: receiver\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("metrics answer head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no content-length in {head}"));
+    let mut body = vec![0u8; length];
+    s.read_exact(&mut body).expect("metrics answer body");
+    String::from_utf8(body).unwrap()
+}
+
 fn metrics(serve: &Serve) -> String {
     let (status, text) = raw_get(serve.addr, "/metrics").expect("GET /metrics");
     assert_eq!(status, 200, "{text}");
@@ -221,18 +243,32 @@ fn over_the_cap_connections_are_refused_and_the_receiver_recovers() {
     let serve = Serve::start(&config, false, &[]);
     let addr = serve.addr;
 
-    // Fill the cap but one slot, and see every held connection admitted (the scrape
-    // takes the last slot).
-    let mut held: Vec<TcpStream> = (0..cap - 1).map(|_| half_open(addr)).collect();
+    // One kept-alive connection watches `/metrics` without ever closing (a closing
+    // connection frees its slot a moment after the client sees it closed). Once only it
+    // is open, fill the other slots and see each of them admitted.
+    let mut observer = connect(addr);
+    let open_now = |observer: &mut TcpStream| {
+        metric(
+            &scrape_kept_alive(observer),
+            "loop_webhooks_connections_open",
+        )
+    };
     let start = Instant::now();
-    while metric(&metrics(&serve), "loop_webhooks_connections_open") < cap as f64 {
+    while open_now(&mut observer) != 1.0 {
+        assert!(
+            start.elapsed() < CLOSE_LIMIT,
+            "the start-up probe never closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let held: Vec<TcpStream> = (0..cap - 1).map(|_| half_open(addr)).collect();
+    while open_now(&mut observer) != cap as f64 {
         assert!(
             start.elapsed() < CLOSE_LIMIT,
             "held connections not admitted"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    held.push(half_open(addr));
 
     // At the cap: each new connection gets a 503 and is closed, deliveries included.
     let deadline = Instant::now() + CLOSE_LIMIT;
@@ -248,6 +284,7 @@ fn over_the_cap_connections_are_refused_and_the_receiver_recovers() {
 
     // The held clients give up: their slots come back and the receiver serves again.
     drop(held);
+    drop(observer);
     let mut refused_while_recovering = 0;
     let start = Instant::now();
     let text = loop {

@@ -55,6 +55,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// The body of the `503` a connection over the cap gets.
 const OVER_CAPACITY_BODY: &str = r#"{"error":"too many open connections, retry in a moment"}"#;
 
+/// How long a refused connection may take to read its `503` and close.
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+/// Refused connections given [`REFUSAL_LINGER`] at once; more are closed at once.
+const MAX_LINGERING_REFUSALS: usize = 64;
+
 /// How long to wait before accepting again after `accept` failed (out of descriptors).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -112,8 +117,9 @@ impl ConnectionLimits {
 }
 
 /// File descriptors kept aside for everything but connections: stdio, the listener, the
-/// journal's database, WAL and shared memory, the runtime's own.
-const RESERVED_FDS: u64 = 64;
+/// journal's database, WAL and shared memory, the runtime's own, and refused connections
+/// reading their 503 ([`MAX_LINGERING_REFUSALS`]).
+const RESERVED_FDS: u64 = 64 + MAX_LINGERING_REFUSALS as u64;
 
 /// What the file-descriptor limit means for the cap: the soft limit to raise it to (if
 /// it must rise), and the cap that fits under the hard limit.
@@ -203,6 +209,7 @@ pub(crate) async fn accept_loop(
         .connections_max
         .set(i64::try_from(limits.max_connections).unwrap_or(i64::MAX));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let lingering = Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS));
     let service = TowerToHyperService::new(router);
     // `stop` tells connections to finish; every connection holds a `done` receiver, so
     // `done_tx.closed()` resolves when the last one has ended.
@@ -221,7 +228,7 @@ pub(crate) async fn accept_loop(
             },
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            refuse_over_capacity(stream);
+            refuse_over_capacity(stream, &lingering);
             metrics.cut("over_capacity");
             continue;
         };
@@ -261,15 +268,38 @@ async fn accept_failed(e: &std::io::Error) {
     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
 }
 
-/// One `503` written without waiting (a fresh socket's send buffer is empty), then
-/// closed. The request is not read: a client at the cap gets no more of our time.
-fn refuse_over_capacity(stream: TcpStream) {
+/// Answers `503` and closes. Closing a socket with unread request bytes would send a
+/// reset, which can destroy the answer before the client reads it, so while few
+/// refusals are pending each gets a short task: the answer, our end closed, and the
+/// request read and dropped until the client closes or [`REFUSAL_LINGER`] passes. In a
+/// flood past [`MAX_LINGERING_REFUSALS`], the answer is written without waiting (a
+/// fresh socket's send buffer is empty) and the socket closed at once.
+fn refuse_over_capacity(stream: TcpStream, lingering: &Arc<Semaphore>) {
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{OVER_CAPACITY_BODY}",
         OVER_CAPACITY_BODY.len()
     );
-    if let Ok(std_stream) = stream.into_std() {
-        let _ = (&std_stream).write(response.as_bytes());
+    match Arc::clone(lingering).try_acquire_owned() {
+        Ok(permit) => {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                let mut stream = stream;
+                let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+                    stream.write_all(response.as_bytes()).await?;
+                    stream.shutdown().await?;
+                    let mut discard = [0u8; 1024];
+                    while stream.read(&mut discard).await? > 0 {}
+                    Ok::<(), std::io::Error>(())
+                })
+                .await;
+                drop(permit);
+            });
+        }
+        Err(_) => {
+            if let Ok(std_stream) = stream.into_std() {
+                let _ = (&std_stream).write(response.as_bytes());
+            }
+        }
     }
 }
 
