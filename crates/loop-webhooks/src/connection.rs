@@ -4,7 +4,7 @@
 //! Without them a client that opens connections and never finishes a request holds a
 //! file descriptor each, for ever. Each limit, and who enforces it:
 //! - **cap** ([`ConnectionLimits::max_connections`]): a semaphore permit per connection;
-//!   a connection over the cap gets one `503` (written without waiting) and is closed.
+//!   a connection over the cap gets a `503` and is closed, its request not handled.
 //! - **header read** (`header_read_timeout`): hyper's own timer. It runs from the moment
 //!   the connection waits for a request head (on accept, and again after each response)
 //!   until the whole head has arrived; bytes trickling in do not extend it.
