@@ -313,3 +313,38 @@ fn over_the_cap_connections_are_refused_and_the_receiver_recovers() {
     let text = wait_only_scrape_open(&serve);
     assert_eq!(metric(&text, "loop_webhooks_verified_total"), 1.0);
 }
+
+#[test]
+fn sigterm_does_not_wait_for_connections_that_never_finish_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = serve_config(
+        dir.path(),
+        json!({
+            "webhook_secrets": [SECRET],
+            // Far beyond the shutdown bound: the shutdown must not wait for them.
+            "webhook_header_read_timeout_seconds": 120,
+            "webhook_idle_timeout_seconds": 120,
+        }),
+    );
+    let mut serve = Serve::start(&config, false, &[]);
+    let addr = serve.addr;
+    let mut slow: Vec<TcpStream> = (0..20).map(|_| half_open(addr)).collect();
+    let _silent: Vec<TcpStream> = (0..5).map(|_| connect(addr)).collect();
+    let (status, body) = post_once(addr, &signed(0));
+    assert_eq!(status, 200, "{body}");
+
+    // `terminate` asserts the exit within its bound.
+    let exit = serve.terminate();
+    assert!(exit.success(), "{exit:?}; stderr:\n{}", serve.stderr());
+    assert!(serve.stderr().contains("loop-webhooks: stopped"));
+    let deadline = Instant::now() + CLOSE_LIMIT;
+    for (i, s) in slow.iter_mut().enumerate() {
+        closed_by(s, deadline).unwrap_or_else(|e| panic!("slow connection {i}: {e}"));
+    }
+    let journal = loop_webhooks::JournalReader::open(&dir.path().join("journal.sqlite")).unwrap();
+    assert_eq!(
+        journal.max_seq().unwrap(),
+        1,
+        "the acknowledged delivery is kept"
+    );
+}

@@ -55,6 +55,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// The body of the `503` a connection over the cap gets.
 const OVER_CAPACITY_BODY: &str = r#"{"error":"too many open connections, retry in a moment"}"#;
 
+/// On shutdown, how long a connection with no request being handled gets to finish
+/// writing what it was answering before it is dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
+
 /// How long a refused connection may take to read its `503` and close.
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 /// Refused connections given [`REFUSAL_LINGER`] at once; more are closed at once.
@@ -331,9 +335,16 @@ impl Connection {
         let mut conn = std::pin::pin!(conn);
         let idle = self.limits.idle_timeout;
         let mut check_idle_at = activity.idle_deadline(idle);
+        // On shutdown: hyper finishes a request being handled and closes an idle
+        // connection, but would wait for a head that never completes (its header timer
+        // stops with the reading), so a connection with no request being handled is
+        // dropped after a short grace. Nothing acknowledged is lost: a request not yet
+        // handled gets no answer, and Loop retries it.
+        let mut drain_check_at = None;
         let mut stopping = *self.stop.borrow();
         if stopping {
             conn.as_mut().graceful_shutdown();
+            drain_check_at = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
         }
         loop {
             tokio::select! {
@@ -367,10 +378,25 @@ impl Connection {
                     stopping = true;
                     if changed.is_ok() {
                         conn.as_mut().graceful_shutdown();
+                        drain_check_at = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
                     }
+                }
+                () = sleep_until_some(drain_check_at), if drain_check_at.is_some() => {
+                    if activity.in_flight.load(Ordering::Relaxed) == 0 {
+                        return;
+                    }
+                    drain_check_at = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `at`, or for ever when there is none.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
