@@ -13,6 +13,15 @@ use crate::webhooks::{delivery, metric, raw_get, serve_config, Delivery, Serve, 
 /// How long the receiver may take, beyond its configured timeouts, to close a socket.
 const CLOSE_LIMIT: Duration = Duration::from_secs(30);
 
+/// `serve` with the test secret and `limits` (config keys), started and healthy.
+fn serve_with_limits(dir: &std::path::Path, limits: serde_json::Value) -> Serve {
+    let mut extra = json!({ "webhook_secrets": [SECRET] });
+    for (k, v) in limits.as_object().unwrap() {
+        extra[k] = v.clone();
+    }
+    Serve::start(&serve_config(dir, extra), false, &[])
+}
+
 fn connect(addr: SocketAddr) -> TcpStream {
     TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to serve")
 }
@@ -147,17 +156,15 @@ fn wait_only_scrape_open(serve: &Serve) -> String {
 #[test]
 fn slow_and_silent_connections_are_closed_on_time_while_deliveries_are_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let config = serve_config(
+    let serve = serve_with_limits(
         dir.path(),
         json!({
-            "webhook_secrets": [SECRET],
             "webhook_header_read_timeout_seconds": 2,
             "webhook_idle_timeout_seconds": 1,
             "webhook_body_read_timeout_seconds": 1,
             "webhook_max_connections": 2000,
         }),
     );
-    let serve = Serve::start(&config, false, &[]);
     let addr = serve.addr;
 
     // Hundreds of heads that never finish, connections that send nothing, and bodies
@@ -230,17 +237,15 @@ fn slow_and_silent_connections_are_closed_on_time_while_deliveries_are_acknowled
 fn over_the_cap_connections_are_refused_and_the_receiver_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let cap = 40;
-    let config = serve_config(
+    let serve = serve_with_limits(
         dir.path(),
         json!({
-            "webhook_secrets": [SECRET],
             // Long enough that nothing held is cut during the test.
             "webhook_header_read_timeout_seconds": 120,
             "webhook_idle_timeout_seconds": 120,
             "webhook_max_connections": cap,
         }),
     );
-    let serve = Serve::start(&config, false, &[]);
     let addr = serve.addr;
 
     // One kept-alive connection watches `/metrics` without ever closing (a closing
@@ -317,16 +322,14 @@ fn over_the_cap_connections_are_refused_and_the_receiver_recovers() {
 #[test]
 fn sigterm_does_not_wait_for_connections_that_never_finish_a_request() {
     let dir = tempfile::tempdir().unwrap();
-    let config = serve_config(
+    let mut serve = serve_with_limits(
         dir.path(),
         json!({
-            "webhook_secrets": [SECRET],
             // Far beyond the shutdown bound: the shutdown must not wait for them.
             "webhook_header_read_timeout_seconds": 120,
             "webhook_idle_timeout_seconds": 120,
         }),
     );
-    let mut serve = Serve::start(&config, false, &[]);
     let addr = serve.addr;
     let mut slow: Vec<TcpStream> = (0..20).map(|_| half_open(addr)).collect();
     let _silent: Vec<TcpStream> = (0..5).map(|_| connect(addr)).collect();
