@@ -11,6 +11,7 @@
 #   SOURCE_LOOP_SKIP_PYTHON=1  skip the protocol validation and PyAirbyte steps
 #   SOURCE_LOOP_SKIP_RUST=1    skip fmt/clippy/test/build; use the binaries in $CARGO_TARGET_DIR/debug
 #   SOURCE_LOOP_SKIP_MELTANO=1 skip the Meltano pipeline (tap-loop → target-jsonl) and singer-check-tap
+#   SOURCE_LOOP_SKIP_PROMTOOL=1  skip checking and unit-testing monitoring/alerts.yml with promtool
 #   (the Python checks drive the debug binaries cargo test built: no second, release, build;
 #   the Docker image is the release build)
 #   PYTHON                   the Python 3.11+ to make the venv with (default: python3)
@@ -162,6 +163,15 @@ if [ "${SOURCE_LOOP_SKIP_MELTANO:-0}" != 1 ]; then
 
   section "Meltano: meltano run tap-loop target-jsonl, twice (examples/meltano)"
   timeout 900 "$MELTANO_VENV/bin/python" tests/python/meltano_check.py || die "Meltano check"
+fi
+
+if [ "${SOURCE_LOOP_SKIP_PROMTOOL:-0}" != 1 ]; then
+  # The Prometheus alert rules: valid, and each alert fires on the series it should
+  # (Debian's `prometheus` package ships promtool; .ci/run installs it).
+  section "Prometheus alert rules (promtool check rules, promtool test rules)"
+  command -v promtool >/dev/null || die "no promtool: apt-get install prometheus (or SOURCE_LOOP_SKIP_PROMTOOL=1)"
+  promtool check rules monitoring/alerts.yml || die "promtool check rules monitoring/alerts.yml"
+  promtool test rules monitoring/alerts.test.yml || die "promtool test rules monitoring/alerts.test.yml"
 fi
 
 if [ "${SOURCE_LOOP_SKIP_DOCKER:-0}" != 1 ]; then

@@ -32,9 +32,7 @@ impl ReceiverError {
                 FailureType::Config
             }
             ReceiverError::Receiver(ServeError::Bind { .. }) => FailureType::Config,
-            ReceiverError::Receiver(ServeError::Journal(_) | ServeError::Serve(_)) => {
-                FailureType::System
-            }
+            ReceiverError::Receiver(ServeError::Journal(_)) => FailureType::System,
             ReceiverError::Runtime(_) => FailureType::System,
         }
     }
@@ -54,6 +52,7 @@ pub fn server_config(
         secrets: config.secrets.clone(),
         encoding: config.signature_encoding,
         max_body_bytes: config.max_body_bytes,
+        limits: config.limits,
         journal_path: config
             .journal_path
             .clone()

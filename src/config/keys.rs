@@ -110,6 +110,32 @@ pub const RECONCILE_SETTLE_SECONDS: IntKey = IntKey {
     max: 86_400,
     default: 60,
 };
+/// The receiver's connection limits; the defaults are the receiver's own (see
+/// `loop_webhooks::connection`), so the two cannot drift apart.
+pub const WEBHOOK_HEADER_READ_TIMEOUT_SECONDS: IntKey = IntKey {
+    key: "webhook_header_read_timeout_seconds",
+    min: 1,
+    max: 300,
+    default: loop_webhooks::connection::DEFAULT_HEADER_READ_TIMEOUT.as_secs(),
+};
+pub const WEBHOOK_BODY_READ_TIMEOUT_SECONDS: IntKey = IntKey {
+    key: "webhook_body_read_timeout_seconds",
+    min: 1,
+    max: 300,
+    default: loop_webhooks::connection::DEFAULT_BODY_READ_TIMEOUT.as_secs(),
+};
+pub const WEBHOOK_IDLE_TIMEOUT_SECONDS: IntKey = IntKey {
+    key: "webhook_idle_timeout_seconds",
+    min: 1,
+    max: 3600,
+    default: loop_webhooks::connection::DEFAULT_IDLE_TIMEOUT.as_secs(),
+};
+pub const WEBHOOK_MAX_CONNECTIONS: IntKey = IntKey {
+    key: "webhook_max_connections",
+    min: 1,
+    max: 1_000_000,
+    default: loop_webhooks::connection::DEFAULT_MAX_CONNECTIONS as u64,
+};
 /// One `rate_limits` entry: `requests` per `per_seconds`.
 pub const RATE_LIMIT_REQUESTS: IntKey = IntKey {
     key: "requests",

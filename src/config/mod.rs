@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use loop_webhooks::ConnectionLimits;
 use serde_json::{Map, Value};
 
 /// How webhook signatures are encoded (Loop does not document hex vs base64).
@@ -132,6 +133,8 @@ pub struct WebhookSettings {
     pub signature_encoding: SignatureEncoding,
     pub path: String,
     pub max_body_bytes: usize,
+    /// The cap on open connections and the timeouts that free them.
+    pub limits: ConnectionLimits,
 }
 
 /// What `reconcile` tolerates and when it compares.
@@ -405,12 +408,19 @@ fn read_webhooks(r: &mut Reader) -> WebhookSettings {
         r.problem(format!("`webhook_path`: {p}"));
     }
     let max_body_bytes = r.integer(&WEBHOOK_MAX_BODY_BYTES) as usize;
+    let limits = ConnectionLimits {
+        header_read_timeout: Duration::from_secs(r.integer(&WEBHOOK_HEADER_READ_TIMEOUT_SECONDS)),
+        body_read_timeout: Duration::from_secs(r.integer(&WEBHOOK_BODY_READ_TIMEOUT_SECONDS)),
+        idle_timeout: Duration::from_secs(r.integer(&WEBHOOK_IDLE_TIMEOUT_SECONDS)),
+        max_connections: r.integer(&WEBHOOK_MAX_CONNECTIONS) as usize,
+    };
     WebhookSettings {
         journal_path,
         secrets,
         signature_encoding,
         path,
         max_body_bytes,
+        limits,
     }
 }
 
@@ -681,6 +691,19 @@ mod tests {
             (&props["webhook_max_body_bytes"], WEBHOOK_MAX_BODY_BYTES),
             (&props["reconcile_max_drift"], RECONCILE_MAX_DRIFT),
             (&props["reconcile_settle_seconds"], RECONCILE_SETTLE_SECONDS),
+            (
+                &props["webhook_header_read_timeout_seconds"],
+                WEBHOOK_HEADER_READ_TIMEOUT_SECONDS,
+            ),
+            (
+                &props["webhook_body_read_timeout_seconds"],
+                WEBHOOK_BODY_READ_TIMEOUT_SECONDS,
+            ),
+            (
+                &props["webhook_idle_timeout_seconds"],
+                WEBHOOK_IDLE_TIMEOUT_SECONDS,
+            ),
+            (&props["webhook_max_connections"], WEBHOOK_MAX_CONNECTIONS),
             (
                 &props["retry"]["properties"]["max_attempts"],
                 RETRY_MAX_ATTEMPTS,

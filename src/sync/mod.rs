@@ -181,6 +181,13 @@ impl std::fmt::Display for SyncSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let total: u64 = self.reports.iter().map(|r| r.records).sum();
         let pages_min: u64 = self.reports.iter().map(|r| r.pages_min).sum();
+        let invalid: u64 = self.reports.iter().map(|r| r.invalid).sum();
+        let skipped: u64 = self.reports.iter().map(|r| r.skipped_invalid).sum();
+        let per_stream: Vec<String> = self
+            .reports
+            .iter()
+            .map(|r| format!("{} {}", r.name, r.records))
+            .collect();
         let failed: Vec<&str> = self
             .reports
             .iter()
@@ -189,15 +196,18 @@ impl std::fmt::Display for SyncSummary {
             .collect();
         write!(
             f,
-            "sync summary: {} streams, {} records in {:.1}s; {} requests for a minimum of {} pages (ratio {:.2}); {} retries, {} rate-limited; {}",
+            "sync summary: {} streams, {} records in {:.1}s ({}); {} requests for a minimum of {} pages (ratio {:.2}); {} retries, {} rate-limited (429); {} invalid records ({} skipped); {}",
             self.reports.len(),
             total,
             self.elapsed.as_secs_f64(),
+            per_stream.join(", "),
             self.requests,
             pages_min,
             self.requests as f64 / pages_min.max(1) as f64,
             self.retries,
             self.rate_limited,
+            invalid,
+            skipped,
             if failed.is_empty() {
                 "all streams complete".to_string()
             } else {
@@ -403,5 +413,42 @@ impl Engine {
                 journal::read_runs(em, journal, st).await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_names_records_per_stream_requests_429s_retries_invalid_and_duration() {
+        let summary = SyncSummary {
+            reports: vec![
+                StreamReport {
+                    name: "subscriptions",
+                    records: 120,
+                    invalid: 3,
+                    skipped_invalid: 1,
+                    pages_min: 3,
+                    ok: true,
+                    ..Default::default()
+                },
+                StreamReport {
+                    name: "orders",
+                    records: 45,
+                    pages_min: 1,
+                    ok: true,
+                    ..Default::default()
+                },
+            ],
+            requests: 5,
+            retries: 2,
+            rate_limited: 1,
+            elapsed: Duration::from_millis(2_500),
+        };
+        assert_eq!(
+            summary.to_string(),
+            "sync summary: 2 streams, 165 records in 2.5s (subscriptions 120, orders 45); 5 requests for a minimum of 4 pages (ratio 1.25); 2 retries, 1 rate-limited (429); 3 invalid records (1 skipped); all streams complete"
+        );
     }
 }

@@ -243,6 +243,18 @@ fn output_is_pure_protocol_and_statuses_are_ordered() {
         .find(|l| l.starts_with("sync summary"))
         .expect("final summary");
     assert!(summary.contains("ratio"), "{summary}");
+    for s in ["subscriptions", "orders"] {
+        let part = format!("{s} {}", r.records(s).len());
+        assert!(summary.contains(&part), "records per stream: {summary}");
+    }
+    for part in [
+        " retries",
+        " rate-limited (429)",
+        " invalid records (",
+        " records in ",
+    ] {
+        assert!(summary.contains(part), "{part:?} in {summary}");
+    }
 }
 
 #[test]

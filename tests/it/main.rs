@@ -8,6 +8,7 @@ mod efficiency;
 mod faults;
 mod incremental;
 mod normalization;
+mod receiver_limits;
 mod reconcile;
 mod singer;
 mod webhooks;

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::harness::{self, bin, p, write_catalog, write_config, write_json, Run, TOKEN};
 
-const SECRET: &str = "whsec-TEST-7d41c0ffee";
+pub(crate) const SECRET: &str = "whsec-TEST-7d41c0ffee";
 const SECRET_2: &str = "whsec-ROTATED-99ab12";
 const SHOP: &str = "shop.myshopify.com";
 
@@ -34,7 +34,7 @@ fn free_port() -> u16 {
 
 /// A config file for `serve` (and `read` of `webhook_events`, which makes no API
 /// request): the connector's required keys plus `extra`.
-fn serve_config(dir: &Path, extra: Value) -> PathBuf {
+pub(crate) fn serve_config(dir: &Path, extra: Value) -> PathBuf {
     let mut c = json!({
         "api_token": TOKEN,
         // Nothing listens here; `serve` and the journal stream never call the API.
@@ -162,7 +162,7 @@ impl Serve {
     }
 
     /// SIGTERM, then waits (bounded) for the exit and for the output pipes to close.
-    fn terminate(&mut self) -> ExitStatus {
+    pub(crate) fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.lock().unwrap().id().to_string();
         let ok = Command::new("kill")
             .args(["-TERM", &pid])
@@ -310,13 +310,13 @@ async fn post(
 }
 
 /// A delivery as Loop sends it: body bytes and headers (signature included).
-struct Delivery {
+pub(crate) struct Delivery {
     id: String,
-    body: Vec<u8>,
-    headers: Vec<(&'static str, String)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) headers: Vec<(&'static str, String)>,
 }
 
-fn delivery(id: &str, topic: &str, payload: &Value, secret: &str) -> Delivery {
+pub(crate) fn delivery(id: &str, topic: &str, payload: &Value, secret: &str) -> Delivery {
     let body =
         serde_json::to_vec(&json!({"payload": payload, "metaData": {"myshopifyDomain": SHOP}}))
             .unwrap();

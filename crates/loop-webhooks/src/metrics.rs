@@ -21,6 +21,14 @@ pub const REJECT_REASONS: [&str; 6] = [
     "journal_error",
 ];
 
+/// Every value of the `reason` label of `loop_webhooks_connections_cut_total`.
+pub const CUT_REASONS: [&str; 4] = [
+    "header_timeout",
+    "idle_timeout",
+    "body_timeout",
+    "over_capacity",
+];
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -34,6 +42,10 @@ pub struct Metrics {
     pub journal_bytes: IntGauge,
     pub last_event_age_seconds: Gauge,
     pub ack_seconds: Histogram,
+    pub connections_open: IntGauge,
+    pub connections_max: IntGauge,
+    pub connections_accepted: IntCounter,
+    pub connections_cut: IntCounterVec,
     pub reconcile: ReconcileMetrics,
 }
 
@@ -131,6 +143,32 @@ impl Metrics {
             .register(Box::new(ack_seconds.clone()))
             .expect("unique metric");
         let reconcile = ReconcileMetrics::register(&registry);
+        let connections_open = gauge(
+            "loop_webhooks_connections_open",
+            "TCP connections being served now (at most loop_webhooks_connections_max).",
+        );
+        let connections_max = gauge(
+            "loop_webhooks_connections_max",
+            "The configured cap on open connections (webhook_max_connections).",
+        );
+        let connections_accepted = counter(
+            "loop_webhooks_connections_accepted_total",
+            "TCP connections admitted (under the cap).",
+        );
+        let connections_cut = IntCounterVec::new(
+            Opts::new(
+                "loop_webhooks_connections_cut_total",
+                "Connections the receiver closed or refused, by reason: header_timeout (request head not complete in time), idle_timeout (no request in time), body_timeout (body not complete in time, answered 408), over_capacity (refused with 503 at the cap).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(connections_cut.clone()))
+            .expect("unique metric");
+        for reason in CUT_REASONS {
+            connections_cut.with_label_values(&[reason]);
+        }
         Metrics {
             reconcile,
             registry,
@@ -144,6 +182,10 @@ impl Metrics {
             journal_bytes,
             last_event_age_seconds,
             ack_seconds,
+            connections_open,
+            connections_max,
+            connections_accepted,
+            connections_cut,
         }
     }
 
@@ -180,6 +222,11 @@ impl Metrics {
 
     pub fn reject(&self, reason: &str) {
         self.rejected.with_label_values(&[reason]).inc();
+    }
+
+    /// A connection closed or refused for `reason` (one of [`CUT_REASONS`]).
+    pub fn cut(&self, reason: &str) {
+        self.connections_cut.with_label_values(&[reason]).inc();
     }
 
     /// The registry in the Prometheus text exposition format.

@@ -24,6 +24,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 
+use crate::connection::{accept_loop, fit_fd_limit, ConnectionLimits};
 use crate::journal::{
     AppendOutcome, CommittedEvent, EntityRef, Journal, JournalError, JournalOptions, NewEvent,
 };
@@ -87,9 +88,6 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    /// Accepting connections failed after the server had started.
-    #[error("webhook server failed: {0}")]
-    Serve(#[source] std::io::Error),
 }
 
 /// What to do when the listen address cannot be bound, by the reason it could not.
@@ -120,11 +118,13 @@ pub struct ServerConfig {
     pub journal_path: PathBuf,
     /// Print each accepted event as a JSON line on stdout after commit.
     pub emit: bool,
+    /// The cap on open connections and the timeouts that free them.
+    pub limits: ConnectionLimits,
 }
 
 impl ServerConfig {
     /// A config with the defaults: 127.0.0.1:8080, `/webhooks/loop`, auto encoding,
-    /// 1 MiB body limit, no emit.
+    /// 1 MiB body limit, no emit, the default [`ConnectionLimits`].
     pub fn new(journal_path: impl Into<PathBuf>, secrets: Vec<Secret>) -> Self {
         ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
@@ -134,6 +134,7 @@ impl ServerConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             journal_path: journal_path.into(),
             emit: false,
+            limits: ConnectionLimits::default(),
         }
     }
 
@@ -149,6 +150,7 @@ impl ServerConfig {
         if self.max_body_bytes == 0 {
             problems.push("max_body_bytes is 0: use a positive size, e.g. 1048576".to_string());
         }
+        problems.extend(self.limits.problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -184,6 +186,7 @@ struct AppState {
     secrets: Vec<Secret>,
     encoding: Encoding,
     max_body_bytes: usize,
+    body_read_timeout: Duration,
     journal: Journal,
     metrics: Metrics,
 }
@@ -193,6 +196,8 @@ pub struct BoundServer {
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
     router: Router,
+    limits: ConnectionLimits,
+    metrics: Metrics,
     journal: Journal,
     emitter: Option<tokio::task::JoinHandle<()>>,
 }
@@ -207,8 +212,9 @@ impl std::fmt::Debug for BoundServer {
 
 /// Validates the config, opens the journal and binds the socket (port 0 picks a free
 /// port; see [`BoundServer::local_addr`]). Logs `listening on ADDR` to stderr.
-pub async fn bind(cfg: ServerConfig) -> Result<BoundServer, ServeError> {
+pub async fn bind(mut cfg: ServerConfig) -> Result<BoundServer, ServeError> {
     cfg.validate()?;
+    cfg.limits.max_connections = fit_fd_limit(cfg.limits.max_connections);
     let (committed, emitter) = if cfg.emit {
         let (tx, rx) = mpsc::unbounded_channel();
         (Some(tx), Some(tokio::spawn(emit_lines(rx))))
@@ -235,8 +241,9 @@ pub async fn bind(cfg: ServerConfig) -> Result<BoundServer, ServeError> {
         secrets: cfg.secrets,
         encoding: cfg.encoding,
         max_body_bytes: cfg.max_body_bytes,
+        body_read_timeout: cfg.limits.body_read_timeout,
         journal: journal.clone(),
-        metrics,
+        metrics: metrics.clone(),
     });
     let router = Router::new()
         .route(&cfg.path, post(receive))
@@ -245,14 +252,20 @@ pub async fn bind(cfg: ServerConfig) -> Result<BoundServer, ServeError> {
         .route("/metrics", get(metrics_text))
         .with_state(state);
     eprintln!(
-        "loop-webhooks: listening on {local_addr} path={} journal={}",
+        "loop-webhooks: listening on {local_addr} path={} journal={} max_connections={} header_read_timeout={:?} body_read_timeout={:?} idle_timeout={:?}",
         cfg.path,
-        cfg.journal_path.display()
+        cfg.journal_path.display(),
+        cfg.limits.max_connections,
+        cfg.limits.header_read_timeout,
+        cfg.limits.body_read_timeout,
+        cfg.limits.idle_timeout,
     );
     Ok(BoundServer {
         listener,
         local_addr,
         router,
+        limits: cfg.limits,
+        metrics,
         journal,
         emitter,
     })
@@ -269,16 +282,21 @@ impl BoundServer {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        accept_loop(
+            self.listener,
+            self.router,
+            self.limits,
+            self.metrics,
+            shutdown,
+        )
+        .await;
         eprintln!("loop-webhooks: stopping; draining the journal writer");
         self.journal.shutdown().await;
         if let Some(emitter) = self.emitter {
             let _ = emitter.await;
         }
         eprintln!("loop-webhooks: stopped");
-        served.map_err(ServeError::Serve)
+        Ok(())
     }
 }
 
@@ -365,7 +383,23 @@ async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bod
             format!("body is larger than the limit of {limit} bytes"),
         );
     }
-    let bytes = match Limited::new(body, limit).collect().await {
+    // A sender that stops half way would otherwise hold the connection for ever.
+    let read = tokio::time::timeout(app.body_read_timeout, Limited::new(body, limit).collect());
+    let Ok(read) = read.await else {
+        app.metrics.cut("body_timeout");
+        let after = app.body_read_timeout;
+        eprintln!("loop-webhooks: cut reason=body_timeout status=408 the body did not arrive within {after:?}");
+        let mut response = error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body did not arrive within {after:?}"),
+        );
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        return response;
+    };
+    let bytes = match read {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return app.reject(

@@ -1,7 +1,9 @@
 //! Load generator for the webhook receiver: sends signed, realistic Loop deliveries
 //! (plus a fraction of redeliveries of already-acknowledged ids) over HTTP/1.1
 //! keep-alive and prints one JSON line of throughput and ack latency. Exits non-zero
-//! when any request failed or got an unexpected answer.
+//! when any request failed or got an unexpected answer. With `--half-open N` it first
+//! opens N connections that send a request line and never finish their headers (a
+//! slowloris), holds them during the load, and reports when the receiver closed them.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,6 +49,63 @@ struct Args {
     /// Distinct subscription/order ids the events are about.
     #[arg(long, default_value_t = 2_000)]
     entities: u64,
+    /// Connections that send a request line and one header, then nothing, opened before
+    /// the load and held during it.
+    #[arg(long, default_value_t = 0)]
+    half_open: usize,
+    /// How long, from its opening, each half-open connection is watched for the
+    /// receiver to close it.
+    #[arg(long, default_value_t = 60)]
+    watch_seconds: u64,
+}
+
+/// What became of one half-open connection.
+struct HalfOpenFate {
+    /// When the receiver closed it, after it was opened; None if still open at the end.
+    closed_after: Option<Duration>,
+    /// It was answered `503` (over the receiver's cap) rather than just closed.
+    refused: bool,
+}
+
+/// Opens `n` connections to `url`'s host that send a partial head, each watched (in its
+/// own task) for up to `watch` for the receiver to close it.
+async fn open_half_open(
+    url: &str,
+    n: usize,
+    watch: Duration,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<HalfOpenFate>>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let parsed = reqwest::Url::parse(url)?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| anyhow::anyhow!("--url has no host"))?
+        .to_string();
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let mut watchers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        let opened = Instant::now();
+        let head = format!("POST {} HTTP/1.1\r\nHost: {host}\r\n", parsed.path());
+        stream.write_all(head.as_bytes()).await?;
+        watchers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 512];
+            let read = tokio::time::timeout(watch, async {
+                loop {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            })
+            .await;
+            HalfOpenFate {
+                closed_after: read.ok().map(|()| opened.elapsed()),
+                refused: got.starts_with(b"HTTP/1.1 503"),
+            }
+        }));
+    }
+    Ok(watchers)
 }
 
 struct Prepared {
@@ -118,6 +177,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .pool_max_idle_per_host(concurrency)
         .timeout(Duration::from_secs(30))
         .build()?;
+
+    let half_open = open_half_open(
+        &args.url,
+        args.half_open,
+        Duration::from_secs(args.watch_seconds),
+    )
+    .await?;
 
     let next = Arc::new(AtomicUsize::new(0));
     let dup_budget = Arc::new(AtomicUsize::new(duplicates_wanted));
@@ -207,6 +273,19 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         ms(total.latencies[rank - 1])
     };
     let requests = total.latencies.len();
+    let mut fates = Vec::with_capacity(half_open.len());
+    for watcher in half_open {
+        fates.push(watcher.await?);
+    }
+    let mut close_times: Vec<Duration> = fates.iter().filter_map(|f| f.closed_after).collect();
+    close_times.sort_unstable();
+    let close_pct = |p: f64| -> Option<f64> {
+        if close_times.is_empty() {
+            return None;
+        }
+        let rank = ((p * close_times.len() as f64).ceil() as usize).clamp(1, close_times.len());
+        close_times.get(rank - 1).map(|d| round3(d.as_secs_f64()))
+    };
     let line = json!({
         "events": args.events,
         "duplicates": total.duplicates,
@@ -219,6 +298,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         "max_ms": round3(total.latencies.last().copied().map_or(0.0, ms)),
         "errors": total.errors,
         "concurrency": concurrency,
+        "half_open": fates.len(),
+        "half_open_refused_503": fates.iter().filter(|f| f.refused).count(),
+        "half_open_closed": close_times.len(),
+        "half_open_still_open": fates.len() - close_times.len(),
+        "half_open_closed_p50_s": close_pct(0.50),
+        "half_open_closed_max_s": close_times.last().map(|d| round3(d.as_secs_f64())),
     });
     println!("{line}");
     Ok(total.errors == 0)

@@ -4,8 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
+use loop_webhooks::connection::{self, ConnectionLimits};
 use loop_webhooks::server::{self, ServerConfig};
 use loop_webhooks::signature::{Encoding, Secret};
 
@@ -41,6 +43,18 @@ struct Args {
     /// Print each accepted event as a JSON line on stdout.
     #[arg(long)]
     emit: bool,
+    /// Seconds a request head may take to arrive.
+    #[arg(long, default_value_t = connection::DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
+    header_read_timeout_secs: u64,
+    /// Seconds a request body may take to arrive after its head.
+    #[arg(long, default_value_t = connection::DEFAULT_BODY_READ_TIMEOUT.as_secs())]
+    body_read_timeout_secs: u64,
+    /// Seconds a connection may stay without a request.
+    #[arg(long, default_value_t = connection::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    idle_timeout_secs: u64,
+    /// Open connections at most; one more is answered 503.
+    #[arg(long, default_value_t = connection::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +79,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         journal_path: args.journal,
         emit: args.emit,
+        limits: ConnectionLimits {
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+            body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+            max_connections: args.max_connections,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
