@@ -61,6 +61,20 @@ enum Command {
         #[arg(long)]
         progress: bool,
     },
+    /// Load every stream into a database, one table per stream at its newest versions, with the state kept in the same database (rerun to sync incrementally).
+    Sync {
+        #[arg(long, value_name = "FILE", help = CONFIG_HELP)]
+        config: PathBuf,
+        /// Target database: sqlite:PATH (e.g. sqlite:loop.db) or postgres://USER:PASSWORD@HOST:PORT/DATABASE.
+        #[arg(long, value_name = "URL")]
+        into: String,
+        /// Which streams to load and how (an Airbyte configured catalog); default: every stream, incrementally.
+        #[arg(long, value_name = "FILE")]
+        catalog: Option<PathBuf>,
+        /// Show a progress line on stderr (default: when stderr is a terminal).
+        #[arg(long)]
+        progress: bool,
+    },
     /// Receive Loop webhooks into a durable journal (the same config file; needs `webhook_secrets`).
     Serve {
         #[arg(long, value_name = "FILE", help = CONFIG_HELP)]
@@ -96,6 +110,12 @@ pub fn main() -> ExitCode {
             listen,
             emit,
         } => serve(&config, listen, emit),
+        Command::Sync {
+            config,
+            into,
+            catalog,
+            progress,
+        } => crate::load::sync(&config, &into, catalog.as_deref(), progress),
     };
     match result {
         Ok(code) => code,

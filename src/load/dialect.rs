@@ -1,0 +1,284 @@
+//! What differs between SQLite and Postgres, and nothing else: type names, parameter
+//! syntax, how a column's existing type is read back, and the metric views' SQL. Every
+//! statement the loader runs is built here from a [`Layout`], once for both dialects,
+//! and a [`Database`] (one per dialect) only executes them.
+
+use super::columns::{Cell, ColType, Layout, RECORD_COLUMN};
+
+/// The table holding each stream's connector state, committed with the rows it covers.
+pub const STATE_TABLE: &str = "_source_loop_state";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A database error, with the statement's purpose.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DbError(pub String);
+
+/// One connection to a target database, executing the dialect's statements.
+pub trait Database: Send {
+    fn dialect(&self) -> Dialect;
+    /// Runs one or more statements without parameters (DDL, BEGIN, COMMIT).
+    fn batch(&mut self, sql: &str) -> Result<(), DbError>;
+    /// Runs one statement with parameters (prepared once and cached).
+    fn execute(&mut self, sql: &str, params: &[Cell]) -> Result<u64, DbError>;
+    /// The table's columns and their types as the database reports them (lowercase);
+    /// `None` when the table does not exist.
+    fn columns(&mut self, table: &str) -> Result<Option<Vec<(String, String)>>, DbError>;
+    /// Rows of text columns (e.g. the state table, the views in tests).
+    fn query_text(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, DbError>;
+}
+
+/// `"name"`, with quotes doubled.
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl Dialect {
+    /// The SQL type a column is created with.
+    pub fn type_name(self, ty: ColType) -> &'static str {
+        match (self, ty) {
+            (Dialect::Sqlite, ColType::BigInt | ColType::Boolean) => "INTEGER",
+            (Dialect::Sqlite, ColType::Double) => "REAL",
+            // ISO 8601 UTC text with milliseconds sorts as the instants do; exact
+            // decimals stay text so no float ever rounds them
+            (Dialect::Sqlite, _) => "TEXT",
+            (Dialect::Postgres, ColType::BigInt) => "bigint",
+            (Dialect::Postgres, ColType::Boolean) => "boolean",
+            (Dialect::Postgres, ColType::Double) => "double precision",
+            (Dialect::Postgres, ColType::Timestamp) => "timestamptz",
+            (Dialect::Postgres, ColType::Money) => "numeric",
+            (Dialect::Postgres, ColType::Text) => "text",
+            (Dialect::Postgres, ColType::Json) => "jsonb",
+        }
+    }
+
+    /// How the database reports that type back (`PRAGMA table_info`,
+    /// `information_schema.columns.data_type`), lowercase.
+    pub fn reported_type(self, ty: ColType) -> &'static str {
+        match (self, ty) {
+            (Dialect::Sqlite, _) => match self.type_name(ty) {
+                "INTEGER" => "integer",
+                "REAL" => "real",
+                _ => "text",
+            },
+            (Dialect::Postgres, ColType::Timestamp) => "timestamp with time zone",
+            (Dialect::Postgres, _) => self.type_name(ty),
+        }
+    }
+
+    /// Parameter `n` (1-based) for a column of type `ty`.
+    fn param(self, n: usize, ty: ColType) -> String {
+        match self {
+            Dialect::Sqlite => format!("?{n}"),
+            // text goes in as text and is cast by the server: no client-side type mapping
+            Dialect::Postgres => match ty {
+                ColType::BigInt => format!("${n}::bigint"),
+                ColType::Boolean => format!("${n}::boolean"),
+                ColType::Double => format!("${n}::float8"),
+                _ => format!("${n}::text::{}", self.type_name(ty)),
+            },
+        }
+    }
+
+    fn column_defs(self, layout: &Layout) -> String {
+        let mut defs: Vec<String> = layout
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", quote(&c.name), self.type_name(c.ty)))
+            .collect();
+        defs[0].push_str(" PRIMARY KEY");
+        defs.push(format!(
+            "{} {} NOT NULL",
+            quote(RECORD_COLUMN),
+            self.type_name(ColType::Json)
+        ));
+        defs.join(", ")
+    }
+
+    pub fn create_table(self, layout: &Layout) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} ({})",
+            quote(layout.table),
+            self.column_defs(layout)
+        )
+    }
+
+    /// The staging table of a full-refresh pass (per connection: a crash drops it).
+    pub fn create_stage(self, layout: &Layout) -> String {
+        format!(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS {} ({})",
+            quote(&stage_name(layout.table)),
+            self.column_defs(layout)
+        )
+    }
+
+    pub fn add_column(self, table: &str, name: &str, ty: ColType) -> String {
+        format!(
+            "ALTER TABLE {} ADD COLUMN {} {}",
+            quote(table),
+            quote(name),
+            self.type_name(ty)
+        )
+    }
+
+    /// Fills a column added to an existing table from the records already stored.
+    pub fn backfill_column(self, table: &str, name: &str, field: &str, ty: ColType) -> String {
+        let value = match self {
+            Dialect::Sqlite => match ty {
+                ColType::Json => format!("json_extract({}, '$.\"{field}\"')", quote(RECORD_COLUMN)),
+                _ => format!("json_extract({}, '$.\"{field}\"')", quote(RECORD_COLUMN)),
+            },
+            Dialect::Postgres => match ty {
+                ColType::Json => format!("{} -> '{field}'", quote(RECORD_COLUMN)),
+                _ => format!(
+                    "({} ->> '{field}')::{}",
+                    quote(RECORD_COLUMN),
+                    self.type_name(ty)
+                ),
+            },
+        };
+        format!("UPDATE {} SET {} = {value}", quote(table), quote(name))
+    }
+
+    /// Inserts a record, or replaces the stored row unless the stored version is newer.
+    pub fn upsert(self, layout: &Layout, into: &str) -> String {
+        let mut names: Vec<String> = layout.columns.iter().map(|c| quote(&c.name)).collect();
+        names.push(quote(RECORD_COLUMN));
+        let mut params: Vec<String> = layout
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| self.param(i + 1, c.ty))
+            .collect();
+        params.push(self.param(layout.columns.len() + 1, ColType::Json));
+        format!(
+            "INSERT INTO {} AS t ({}) VALUES ({}) {}",
+            quote(into),
+            names.join(", "),
+            params.join(", "),
+            self.on_conflict(layout)
+        )
+    }
+
+    /// `ON CONFLICT … DO UPDATE … WHERE newest` (the rule written once).
+    fn on_conflict(self, layout: &Layout) -> String {
+        let set: Vec<String> = layout
+            .columns
+            .iter()
+            .skip(1)
+            .map(|c| quote(&c.name))
+            .chain([quote(RECORD_COLUMN)])
+            .map(|n| format!("{n} = excluded.{n}"))
+            .collect();
+        let newest = match &layout.version {
+            Some(v) => {
+                let v = quote(&v.name);
+                format!(" WHERE t.{v} IS NULL OR excluded.{v} >= t.{v}")
+            }
+            None => String::new(),
+        };
+        format!(
+            "ON CONFLICT ({}) DO UPDATE SET {}{newest}",
+            quote(&layout.key.name),
+            set.join(", "),
+        )
+    }
+
+    /// A complete full-refresh pass replaces the table: rows of the pass are upserted
+    /// (newest wins), rows the pass did not see are deleted, the stage is emptied. Run
+    /// in the transaction that commits the pass's state.
+    pub fn replace_from_stage(self, layout: &Layout) -> Vec<String> {
+        let stage = quote(&stage_name(layout.table));
+        let table = quote(layout.table);
+        let key = quote(&layout.key.name);
+        let mut names: Vec<String> = layout.columns.iter().map(|c| quote(&c.name)).collect();
+        names.push(quote(RECORD_COLUMN));
+        let names = names.join(", ");
+        vec![
+            // `WHERE true`: SQLite's parser needs it before ON CONFLICT after a SELECT
+            format!(
+                "INSERT INTO {table} AS t ({names}) SELECT {names} FROM {stage} WHERE true {}",
+                self.on_conflict(layout)
+            ),
+            format!("DELETE FROM {table} WHERE {key} NOT IN (SELECT {key} FROM {stage})"),
+            format!("DELETE FROM {stage}"),
+        ]
+    }
+
+    pub fn clear_stage(self, layout: &Layout) -> String {
+        format!("DELETE FROM {}", quote(&stage_name(layout.table)))
+    }
+
+    pub fn create_state_table(self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {STATE_TABLE} (stream TEXT PRIMARY KEY, state {} NOT NULL, saved_at {} NOT NULL)",
+            self.type_name(ColType::Json),
+            self.type_name(ColType::Timestamp),
+        )
+    }
+
+    pub fn save_state(self) -> String {
+        format!(
+            "INSERT INTO {STATE_TABLE} (stream, state, saved_at) VALUES ({}, {}, {}) \
+             ON CONFLICT (stream) DO UPDATE SET state = excluded.state, saved_at = excluded.saved_at",
+            self.param(1, ColType::Text),
+            self.param(2, ColType::Json),
+            self.param(3, ColType::Timestamp),
+        )
+    }
+
+    pub fn load_states(self) -> String {
+        match self {
+            Dialect::Sqlite => format!("SELECT stream, state FROM {STATE_TABLE}"),
+            Dialect::Postgres => format!("SELECT stream, state::text FROM {STATE_TABLE}"),
+        }
+    }
+
+    pub fn begin(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        }
+    }
+
+    /// The metric views (docs/metrics.md), replaced on every load.
+    pub fn views(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => include_str!("views/sqlite.sql"),
+            Dialect::Postgres => include_str!("views/postgres.sql"),
+        }
+    }
+}
+
+pub fn stage_name(table: &str) -> String {
+    format!("_stage_{table}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::streams;
+
+    #[test]
+    fn the_upsert_never_replaces_a_newer_version() {
+        let l = Layout::of(streams::find("orders").unwrap());
+        for d in [Dialect::Sqlite, Dialect::Postgres] {
+            let sql = d.upsert(&l, "orders");
+            assert!(
+                sql.ends_with(
+                    "WHERE t.\"updated_at\" IS NULL OR excluded.\"updated_at\" >= t.\"updated_at\""
+                ),
+                "{sql}"
+            );
+            assert!(sql.contains("ON CONFLICT (\"id\")"), "{sql}");
+        }
+        assert!(Dialect::Postgres
+            .upsert(&l, "orders")
+            .contains("::text::timestamptz"));
+    }
+}
