@@ -9,5 +9,6 @@ mod efficiency;
 mod faults;
 mod incremental;
 mod load;
+mod metrics;
 mod normalization;
 mod webhooks;

@@ -18,6 +18,7 @@
 mod data;
 mod distribution;
 mod limiter;
+mod seed;
 mod server;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use data::{Data, Stream};
 pub use distribution::Distribution;
 pub use limiter::LimiterKind;
+pub use seed::{SeedData, SeedError};
 pub use server::{FakeServer, StartError};
 
 /// Order in which list endpoints return records. Ties are broken by id.
@@ -123,6 +125,9 @@ pub struct FakeConfig {
     pub messy_timestamps: bool,
     /// Generated createdAt/updatedAt lie in the 2 years before this instant.
     pub data_end: DateTime<Utc>,
+    /// Serve these records instead of generated ones (`counts` and `seed` then only
+    /// shape records created by mutations).
+    pub data: Option<SeedData>,
 }
 
 impl Default for FakeConfig {
@@ -143,6 +148,7 @@ impl Default for FakeConfig {
             hot_second_records: 70,
             messy_timestamps: false,
             data_end: DateTime::<Utc>::from_timestamp_millis(end).unwrap_or_else(Utc::now),
+            data: None,
         }
     }
 }
@@ -267,7 +273,10 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn new(cfg: FakeConfig) -> Shared {
-        let data = Data::generate(&cfg);
+        let data = match &cfg.data {
+            Some(seed) => Data::from_seed(&cfg, seed),
+            None => Data::generate(&cfg),
+        };
         Shared {
             ctl: Mutex::new(Control {
                 token: cfg.token.clone(),
