@@ -40,6 +40,14 @@ impl ReceiverError {
     }
 }
 
+/// Where `serve` journals: `journal_path`, or a file in the current directory.
+pub fn journal_path(config: &WebhookSettings) -> PathBuf {
+    config
+        .journal_path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("loop-webhooks.sqlite"))
+}
+
 pub fn server_config(
     config: &WebhookSettings,
     listen: SocketAddr,
@@ -54,10 +62,7 @@ pub fn server_config(
         secrets: config.secrets.clone(),
         encoding: config.signature_encoding,
         max_body_bytes: config.max_body_bytes,
-        journal_path: config
-            .journal_path
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("loop-webhooks.sqlite")),
+        journal_path: journal_path(config),
         emit,
     })
 }

@@ -22,6 +22,7 @@
 //!   read starts, in one transaction; a column whose type differs from the schema's is an
 //!   error naming the table and the column, and nothing is written.
 
+pub mod apply;
 pub mod columns;
 pub mod dialect;
 pub mod postgres;
@@ -132,6 +133,8 @@ pub enum LoadError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("stream {stream}: a record has no `{key}` (its primary key); it cannot be stored")]
+    NoKey { stream: &'static str, key: String },
     #[error("the saved state of stream {stream:?} in table {STATE_TABLE} is not JSON ({detail}); delete that row to resync the stream from start_date")]
     State { stream: String, detail: String },
 }
@@ -243,13 +246,21 @@ impl Loader {
         Ok(())
     }
 
-    fn record(&mut self, stream: &'static str, data: &str) -> Result<(), LoadError> {
+    /// Upserts one record (JSON text) into its table, or its stage during a full-refresh
+    /// pass, in the open transaction (started if none is).
+    pub fn upsert(&mut self, stream: &'static str, data: &str) -> Result<(), LoadError> {
         let record: Value =
             serde_json::from_str(data).map_err(|source| LoadError::Record { stream, source })?;
         let layout = self.layout(stream)?;
         let mut cells = Vec::with_capacity(layout.columns.len() + 1);
         for col in &layout.columns {
             cells.push(cell(layout.table, col, record.get(&col.field))?);
+        }
+        if cells.first() == Some(&Cell::Null) {
+            return Err(LoadError::NoKey {
+                stream,
+                key: layout.key.field.clone(),
+            });
         }
         cells.push(Cell::Text(data.to_string()));
         let sql = if self.staged.contains(stream) {
@@ -279,20 +290,26 @@ impl Loader {
                     .map_err(failed(format!("cannot replace table {}", def.name)))?;
             }
         }
+        self.commit_state(def.name, &state.to_value(def))
+    }
+
+    /// Saves `state` under `key` in [`STATE_TABLE`] and commits it with every row written
+    /// since the last commit.
+    pub fn commit_state(&mut self, key: &str, state: &Value) -> Result<(), LoadError> {
+        self.begin()?;
         let now = loop_time::format_instant(chrono::Utc::now());
         let params = [
-            Cell::Text(def.name.to_string()),
-            Cell::Text(state.to_value(def).to_string()),
+            Cell::Text(key.to_string()),
+            Cell::Text(state.to_string()),
             Cell::Text(now),
         ];
         let sql = self.dialect.save_state();
-        self.db.execute(&sql, &params).map_err(failed(format!(
-            "cannot save the state of stream {}",
-            def.name
-        )))?;
+        self.db
+            .execute(&sql, &params)
+            .map_err(failed(format!("cannot save the state of {key}")))?;
         self.db
             .batch("COMMIT")
-            .map_err(failed(format!("cannot commit stream {}", def.name)))?;
+            .map_err(failed(format!("cannot commit {key}")))?;
         self.in_transaction = false;
         Ok(())
     }
@@ -300,7 +317,7 @@ impl Loader {
     fn handle(&mut self, event: &Event) -> Result<(), LoadError> {
         match event {
             Event::StreamStarted(sel) => self.stream_started(sel),
-            Event::Record { stream, data } => self.record(stream, data.get()),
+            Event::Record { stream, data } => self.upsert(stream, data.get()),
             Event::Checkpoint { stream, state, .. } => self.checkpoint(stream, state),
             Event::Log { level, message } => {
                 match level {

@@ -84,6 +84,17 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// One value, or None when the query fails (the table is not there yet, the server
+    /// is down): for polling.
+    pub fn try_scalar(&self, sql: &str) -> Option<String> {
+        let mut db = Target::parse(self.url()).and_then(|t| t.connect()).ok()?;
+        db.query_text(sql)
+            .ok()?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten())
+    }
+
     /// One value.
     pub fn scalar(&self, sql: &str) -> Option<String> {
         self.query(sql)
@@ -173,27 +184,36 @@ impl PgCluster {
         // a port taken between probe and start: try another
         for _ in 0..5 {
             cluster.port = free_port();
-            let opts = format!(
-                "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} -c fsync=off",
-                cluster.port,
-                cluster.dir.path().display()
-            );
-            let status = cluster
-                .command("pg_ctl")
-                .args(["-w", "-t", "60", "-s", "-D"])
-                .arg(cluster.data())
-                .args(["-l"])
-                .arg(cluster.dir.path().join("log"))
-                .args(["-o", &opts, "start"])
-                .status()
-                .expect("run pg_ctl");
-            if status.success() {
+            if cluster.pg_ctl_start() {
                 cluster.wait_ready();
                 return cluster;
             }
         }
         let log = std::fs::read_to_string(cluster.dir.path().join("log")).unwrap_or_default();
         panic!("postgres did not start: {log}");
+    }
+
+    fn pg_ctl_start(&self) -> bool {
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        self.command("pg_ctl")
+            .args(["-w", "-t", "60", "-s", "-D"])
+            .arg(self.data())
+            .args(["-l"])
+            .arg(self.dir.path().join("log"))
+            .args(["-o", &opts, "start"])
+            .status()
+            .expect("run pg_ctl")
+            .success()
+    }
+
+    /// Starts the stopped server again on the same port.
+    pub fn start_again(&self) {
+        assert!(self.pg_ctl_start(), "postgres did not start again");
+        self.wait_ready();
     }
 
     fn wait_ready(&self) {

@@ -368,16 +368,16 @@ fn schema_changes(db: TestDb, dir: &std::path::Path) {
     db.exec("DROP TABLE subscriptions");
     sync_ok(dir, &db);
     // a column the table lacks (as after a schema gained a field) is added and filled
-    db.exec("ALTER TABLE subscriptions DROP COLUMN currency_code");
+    db.exec("ALTER TABLE subscriptions DROP COLUMN shopify_id");
     let r = sync_ok(dir, &db);
     assert!(
         r.stderr
-            .contains("table subscriptions: added column currency_code"),
+            .contains("table subscriptions: added column shopify_id"),
         "{}",
         r.stderr
     );
     assert_eq!(
-        db.scalar("SELECT COUNT(*) FROM subscriptions WHERE currency_code IS NULL"),
+        db.scalar("SELECT COUNT(*) FROM subscriptions WHERE shopify_id IS NULL"),
         Some("0".into())
     );
     assert_tables_equal_the_api(&server, &db);
