@@ -29,6 +29,8 @@ pub const APPLIED_KEY: &str = "webhooks:applied";
 const BATCH: usize = 500;
 /// How often an idle applier looks for new events (bounds webhook-to-row latency).
 const IDLE_POLL: Duration = Duration::from_millis(20);
+/// The materialized metric views are refreshed after a batch at most this often.
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
 /// Backoff after a failure (database down, journal not created yet), doubling up to the cap.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_CAP: Duration = Duration::from_secs(2);
@@ -61,12 +63,44 @@ impl Applier {
     }
 }
 
+/// Webhook-to-row latency: from the receiver's `received_at` (just before the
+/// acknowledgement) to the commit of the row, per applied event.
+#[derive(Default)]
+struct Latencies {
+    ms: Vec<i64>,
+}
+
+impl Latencies {
+    fn summary(&mut self) -> Option<String> {
+        if self.ms.is_empty() {
+            return None;
+        }
+        self.ms.sort_unstable();
+        let at = |q: f64| self.ms[((self.ms.len() - 1) as f64 * q).round() as usize];
+        Some(format!(
+            "{} events applied; receipt to committed row: p50 {} ms, p99 {} ms, max {} ms",
+            self.ms.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        ))
+    }
+}
+
 fn run(target: &Target, journal: &std::path::Path, normalizer: &Normalizer, stop: &AtomicBool) {
     let mut backoff = RETRY_FIRST;
     let mut failing = false;
+    let mut latencies = Latencies::default();
     while !stop.load(Ordering::Relaxed) {
-        match session(target, journal, normalizer, stop, &mut failing) {
-            Ok(()) => return,
+        match session(
+            target,
+            journal,
+            normalizer,
+            stop,
+            &mut failing,
+            &mut latencies,
+        ) {
+            Ok(()) => break,
             Err(e) => {
                 crate::output::warning_line(&format!(
                     "webhooks into {}: {e}; retrying in {:.1} s (events stay in the journal and are applied once it works)",
@@ -79,6 +113,12 @@ fn run(target: &Target, journal: &std::path::Path, normalizer: &Normalizer, stop
             }
         }
     }
+    if let Some(line) = latencies.summary() {
+        eprintln!(
+            "source-loop serve: webhooks into {}: {line}",
+            target.display()
+        );
+    }
 }
 
 /// One connection's life: prepare the tables, then apply batches until stopped.
@@ -88,6 +128,7 @@ fn session(
     normalizer: &Normalizer,
     stop: &AtomicBool,
     failing: &mut bool,
+    latencies: &mut Latencies,
 ) -> Result<(), ApplyError> {
     let defs: Vec<_> = STREAMS.iter().collect();
     let (mut loader, state, _warnings) = Loader::prepare(target.connect()?, &defs)?;
@@ -97,6 +138,8 @@ fn session(
         .and_then(Value::as_i64)
         .unwrap_or(0);
     let reader = JournalReader::open(journal)?;
+    let mut refreshed = std::time::Instant::now();
+    let mut stale_views = false;
     if std::mem::take(failing) {
         eprintln!(
             "source-loop serve: webhooks into {}: connected; applying from journal seq {seq}",
@@ -106,10 +149,16 @@ fn session(
     while !stop.load(Ordering::Relaxed) {
         let events = reader.events_after(seq, BATCH)?;
         let Some(last) = events.last().map(|e| e.seq) else {
+            if stale_views && refreshed.elapsed() >= REFRESH_EVERY {
+                loader.refresh_views()?;
+                (refreshed, stale_views) = (std::time::Instant::now(), false);
+            }
             std::thread::sleep(IDLE_POLL);
             continue;
         };
+        let mut received = Vec::with_capacity(events.len());
         for ev in events {
+            received.extend(loop_time::parse_rfc3339_ms(&ev.received_at));
             let entity = match ev.entity_kind.as_deref() {
                 Some("subscription") => Some("subscriptions"),
                 Some("order") => Some("orders"),
@@ -135,6 +184,13 @@ fn session(
         }
         loader.commit_state(APPLIED_KEY, &json!({ "seq": last }))?;
         seq = last;
+        let now = chrono::Utc::now().timestamp_millis();
+        latencies.ms.extend(received.into_iter().map(|t| now - t));
+        stale_views = true;
+        if refreshed.elapsed() >= REFRESH_EVERY {
+            loader.refresh_views()?;
+            (refreshed, stale_views) = (std::time::Instant::now(), false);
+        }
     }
     Ok(())
 }

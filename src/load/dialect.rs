@@ -246,7 +246,17 @@ impl Dialect {
         }
     }
 
-    /// The metric views (docs/metrics.md), replaced on every load.
+    /// Recomputes the materialized metric views (Postgres; SQLite's are plain views).
+    pub fn refresh_views(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some(
+                "REFRESH MATERIALIZED VIEW customer_ltv; REFRESH MATERIALIZED VIEW churn_by_month",
+            ),
+        }
+    }
+
+    /// The metric views (docs/metrics.md), created with the tables.
     pub fn views(self) -> &'static str {
         match self {
             Dialect::Sqlite => include_str!("views/sqlite.sql"),

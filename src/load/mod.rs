@@ -331,6 +331,17 @@ impl Loader {
         }
     }
 
+    /// Recomputes the materialized views (after a load, after webhook upserts).
+    pub fn refresh_views(&mut self) -> Result<(), LoadError> {
+        match self.dialect.refresh_views() {
+            Some(sql) => self
+                .db
+                .batch(sql)
+                .map_err(failed("cannot refresh the materialized metric views")),
+            None => Ok(()),
+        }
+    }
+
     /// Rows per table, for the closing line.
     pub fn row_counts(&mut self) -> Vec<(&'static str, String)> {
         let mut tables: Vec<&'static str> = self.layouts.keys().copied().collect();
@@ -437,6 +448,7 @@ impl Writer for Loader {
                 .batch("ROLLBACK")
                 .map_err(|e| io::Error::other(failed("cannot roll back")(e)))?;
         }
+        self.refresh_views().map_err(io::Error::other)?;
         let counts: Vec<String> = self
             .row_counts()
             .into_iter()

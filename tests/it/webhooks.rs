@@ -1043,7 +1043,7 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 fn subscription(id: i64, updated: &str, status: &str) -> Value {
-    json!({"id": id, "updatedAt": updated, "status": status, "currencyCode": "USD",
+    json!({"id": id, "createdAt": "2025-04-01T00:00:00Z", "updatedAt": updated, "status": status, "currencyCode": "USD",
            "totalLineItemPrice": "12.30", "lines": [{"price": "12.30", "quantity": 1}]})
 }
 
@@ -1093,6 +1093,11 @@ fn newest_wins_live(db: crate::databases::TestDb, dir: &Path) {
         Some("6".into()),
         "one row per journaled delivery (the duplicate was not journaled)"
     );
+    // the metric views follow (materialized on Postgres: refreshed after the upserts)
+    eventually("churn_by_month sees the subscriptions", || {
+        db.try_scalar("SELECT COUNT(*) FROM churn_by_month WHERE month = '2025-05-01'")
+            == Some("1".into())
+    });
 }
 
 #[test]

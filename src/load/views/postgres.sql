@@ -1,11 +1,10 @@
--- Metric views (docs/metrics.md has the definitions). Replaced on every load.
+-- Metric views (docs/metrics.md has the definitions), created with the tables.
 -- Postgres: amounts are numeric (exact) and rounded to cents at the end; months are
--- dates (the first of the month, UTC).
-DROP VIEW IF EXISTS ltv_by_currency, customer_ltv, failed_payments, orders_by_status,
-    churn_by_month, subscription_status_by_month, mrr_by_month, subscription_periods,
-    metric_months;
+-- dates (the first of the month, UTC). Views are CREATE OR REPLACE (views a user built
+-- on them survive); the expensive two (customer_ltv, churn_by_month) are materialized
+-- and refreshed after each load and after webhook upserts.
 
-CREATE VIEW metric_months AS
+CREATE OR REPLACE VIEW metric_months AS
 SELECT month::date AS month,
        month AT TIME ZONE 'UTC' AS starts_at,
        (month + interval '1 month') AT TIME ZONE 'UTC' AS ends_at
@@ -14,7 +13,7 @@ FROM generate_series(
        date_trunc('month', now() AT TIME ZONE 'UTC'),
        interval '1 month') AS month;
 
-CREATE VIEW subscription_periods AS
+CREATE OR REPLACE VIEW subscription_periods AS
 SELECT s.id AS subscription_id,
        s.currency_code AS currency,
        s.created_at,
@@ -31,7 +30,7 @@ SELECT s.id AS subscription_id,
 FROM subscriptions s
 WHERE s.created_at IS NOT NULL;
 
-CREATE VIEW mrr_by_month AS
+CREATE OR REPLACE VIEW mrr_by_month AS
 SELECT m.month,
        p.currency,
        round(SUM(p.monthly_amount), 2) AS mrr,
@@ -43,7 +42,7 @@ JOIN subscription_periods p
  AND (p.paused_at IS NULL OR p.paused_at >= m.ends_at)
 GROUP BY m.month, p.currency;
 
-CREATE VIEW subscription_status_by_month AS
+CREATE OR REPLACE VIEW subscription_status_by_month AS
 SELECT m.month,
        COUNT(CASE WHEN (p.ended_at IS NULL OR p.ended_at >= m.ends_at)
                    AND (p.paused_at IS NULL OR p.paused_at >= m.ends_at) THEN 1 END) AS active,
@@ -54,7 +53,7 @@ FROM metric_months m
 LEFT JOIN subscription_periods p ON p.created_at < m.ends_at
 GROUP BY m.month;
 
-CREATE VIEW churn_by_month AS
+CREATE MATERIALIZED VIEW IF NOT EXISTS churn_by_month AS
 SELECT m.month,
        COUNT(p.subscription_id) AS active_at_start,
        COUNT(CASE WHEN p.ended_at < m.ends_at THEN 1 END) AS churned,
@@ -68,7 +67,7 @@ LEFT JOIN subscription_periods p
  AND (p.paused_at IS NULL OR p.paused_at >= m.starts_at)
 GROUP BY m.month;
 
-CREATE VIEW orders_by_status AS
+CREATE OR REPLACE VIEW orders_by_status AS
 SELECT date_trunc('month', created_at AT TIME ZONE 'UTC')::date AS month,
        status,
        currency_code AS currency,
@@ -78,7 +77,7 @@ FROM orders
 WHERE created_at IS NOT NULL
 GROUP BY 1, 2, 3;
 
-CREATE VIEW failed_payments AS
+CREATE OR REPLACE VIEW failed_payments AS
 SELECT date_trunc('month', created_at AT TIME ZONE 'UTC')::date AS month,
        currency_code AS currency,
        COUNT(*) AS attempted,
@@ -89,7 +88,7 @@ FROM orders
 WHERE created_at IS NOT NULL AND status IN ('PAID', 'FAILED')
 GROUP BY 1, 2;
 
-CREATE VIEW customer_ltv AS
+CREATE MATERIALIZED VIEW IF NOT EXISTS customer_ltv AS
 SELECT (o._record #>> '{customer,id}')::bigint AS customer_id,
        c.email,
        o.currency_code AS currency,
@@ -102,7 +101,7 @@ LEFT JOIN customers c ON c.id = (o._record #>> '{customer,id}')::bigint
 WHERE o.status = 'PAID' AND o._record #>> '{customer,id}' IS NOT NULL
 GROUP BY 1, 2, 3;
 
-CREATE VIEW ltv_by_currency AS
+CREATE OR REPLACE VIEW ltv_by_currency AS
 SELECT currency,
        COUNT(*) AS customers,
        round(SUM(revenue), 2) AS revenue,
