@@ -47,6 +47,9 @@ pub struct Layout {
     pub columns: Vec<Column>,
     /// The column that orders versions ("newest wins"); none for streams without one.
     pub version: Option<Column>,
+    /// The column the table is range-partitioned on by month (Postgres; set by the
+    /// loader when it creates or finds the table partitioned).
+    pub partition: Option<Column>,
     /// Fields whose schema type is unexpected (stored as JSON), for a WARN.
     pub warnings: Vec<String>,
 }
@@ -144,8 +147,21 @@ impl Layout {
             key,
             columns,
             version,
+            partition: None,
             warnings,
         }
+    }
+}
+
+/// Streams partitioned by month of `createdAt` on Postgres: large, append-mostly, and
+/// their `createdAt` never changes for an entity, so it can be part of the key.
+pub const PARTITIONED: &[(&str, &str)] = &[("orders", "createdAt"), ("activity_logs", "createdAt")];
+
+impl Layout {
+    /// The column this stream would be partitioned on, if it is one of [`PARTITIONED`].
+    pub fn partition_candidate(&self) -> Option<Column> {
+        let (_, field) = PARTITIONED.iter().find(|(t, _)| *t == self.table)?;
+        self.columns.iter().find(|c| c.field == *field).cloned()
     }
 }
 

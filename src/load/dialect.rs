@@ -91,21 +91,50 @@ impl Dialect {
             .iter()
             .map(|c| format!("{} {}", quote(&c.name), self.type_name(c.ty)))
             .collect();
-        defs[0].push_str(" PRIMARY KEY");
         defs.push(format!(
             "{} {} NOT NULL",
             quote(RECORD_COLUMN),
             self.type_name(ColType::Json)
         ));
+        defs.push(format!("PRIMARY KEY ({})", conflict_key(layout)));
         defs.join(", ")
     }
 
     pub fn create_table(self, layout: &Layout) -> String {
+        let partition = match (&layout.partition, self) {
+            (Some(p), Dialect::Postgres) => format!(" PARTITION BY RANGE ({})", quote(&p.name)),
+            _ => String::new(),
+        };
         format!(
-            "CREATE TABLE IF NOT EXISTS {} ({})",
+            "CREATE TABLE IF NOT EXISTS {} ({}){partition}",
             quote(layout.table),
             self.column_defs(layout)
         )
+    }
+
+    /// The month partition `YYYY-MM` of a partitioned table (Postgres).
+    pub fn create_partition(self, table: &str, month: &str) -> Option<String> {
+        let (y, m) = month.split_once('-')?;
+        let (y, m): (i32, u32) = (y.parse().ok()?, m.parse().ok()?);
+        let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+        Some(format!(
+            "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ('{y:04}-{m:02}-01 00:00:00+00') TO ('{ny:04}-{nm:02}-01 00:00:00+00')",
+            quote(&format!("{table}_{y:04}_{m:02}")),
+            quote(table),
+        ))
+    }
+
+    /// Whether an existing table is partitioned (Postgres).
+    pub fn is_partitioned_query(self, table: &str) -> Option<String> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some(format!(
+                "SELECT COUNT(*) FROM pg_partitioned_table pt JOIN pg_class c ON c.oid = pt.partrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = current_schema() AND c.relname = '{}'",
+                table.replace('\'', "''")
+            )),
+        }
     }
 
     /// The staging table of a full-refresh pass (per connection: a crash drops it).
@@ -184,7 +213,7 @@ impl Dialect {
         };
         format!(
             "ON CONFLICT ({}) DO UPDATE SET {}{newest}",
-            quote(&layout.key.name),
+            conflict_key(layout),
             set.join(", "),
         )
     }
@@ -262,6 +291,14 @@ impl Dialect {
             Dialect::Sqlite => include_str!("views/sqlite.sql"),
             Dialect::Postgres => include_str!("views/postgres.sql"),
         }
+    }
+}
+
+/// The primary key: the stream's key, plus the partition column of a partitioned table.
+fn conflict_key(layout: &Layout) -> String {
+    match &layout.partition {
+        Some(p) => format!("{}, {}", quote(&layout.key.name), quote(&p.name)),
+        None => quote(&layout.key.name),
     }
 }
 

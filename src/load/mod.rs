@@ -133,7 +133,7 @@ pub enum LoadError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("stream {stream}: a record has no `{key}` (its primary key); it cannot be stored")]
+    #[error("stream {stream}: a record has no `{key}` (part of its table's primary key); it cannot be stored")]
     NoKey { stream: &'static str, key: String },
     #[error("the saved state of stream {stream:?} in table {STATE_TABLE} is not JSON ({detail}); delete that row to resync the stream from start_date")]
     State { stream: String, detail: String },
@@ -154,6 +154,8 @@ pub struct Loader {
     stage_upserts: HashMap<&'static str, String>,
     /// Full-refresh streams whose current pass is staged.
     staged: HashSet<&'static str>,
+    /// Month partitions created or seen in this session (Postgres).
+    partitions: HashSet<String>,
     in_transaction: bool,
 }
 
@@ -174,9 +176,9 @@ impl Loader {
             db.batch(&dialect.create_state_table())
                 .map_err(failed(format!("cannot create table {STATE_TABLE}")))?;
             for def in streams {
-                let layout = Layout::of(def);
+                let mut layout = Layout::of(def);
                 warnings.extend(layout.warnings.iter().cloned());
-                ensure_table(db.as_mut(), &layout, &mut warnings)?;
+                ensure_table(db.as_mut(), &mut layout, &mut warnings)?;
                 layouts.insert(def.name, layout);
             }
             db.batch(dialect.views())
@@ -205,6 +207,7 @@ impl Loader {
                 upserts,
                 stage_upserts,
                 staged: HashSet::new(),
+                partitions: HashSet::new(),
                 in_transaction: false,
             },
             state,
@@ -262,6 +265,21 @@ impl Loader {
                 key: layout.key.field.clone(),
             });
         }
+        let partition = match &layout.partition {
+            Some(p) => {
+                let at = layout.columns.iter().position(|c| c.name == p.name);
+                match at.and_then(|i| cells.get(i)) {
+                    Some(Cell::Text(t)) => Some(t.get(..7).unwrap_or_default().to_string()),
+                    _ => {
+                        return Err(LoadError::NoKey {
+                            stream,
+                            key: p.field.clone(),
+                        })
+                    }
+                }
+            }
+            None => None,
+        };
         cells.push(Cell::Text(data.to_string()));
         let sql = if self.staged.contains(stream) {
             &self.stage_upserts[stream]
@@ -270,9 +288,32 @@ impl Loader {
         };
         let sql = sql.clone();
         self.begin()?;
+        if let Some(month) = partition {
+            self.ensure_partition(stream, &month)?;
+        }
         self.db
             .execute(&sql, &cells)
             .map_err(failed(format!("cannot write a row of table {stream}")))?;
+        Ok(())
+    }
+
+    /// Creates the month partition a row goes to, once per session.
+    fn ensure_partition(&mut self, table: &'static str, month: &str) -> Result<(), LoadError> {
+        let name = format!("{table}_{month}");
+        if self.partitions.contains(&name) {
+            return Ok(());
+        }
+        let sql = self
+            .dialect
+            .create_partition(table, month)
+            .ok_or_else(|| LoadError::Db {
+                what: format!("table {table}"),
+                source: DbError(format!("{month:?} is not a month")),
+            })?;
+        self.db
+            .batch(&sql)
+            .map_err(failed(format!("cannot create partition {name}")))?;
+        self.partitions.insert(name);
         Ok(())
     }
 
@@ -366,7 +407,7 @@ impl Loader {
 /// conflict.
 fn ensure_table(
     db: &mut dyn Database,
-    layout: &Layout,
+    layout: &mut Layout,
     warnings: &mut Vec<String>,
 ) -> Result<(), LoadError> {
     let dialect = db.dialect();
@@ -375,10 +416,22 @@ fn ensure_table(
         .columns(table)
         .map_err(failed(format!("cannot read the columns of table {table}")))?
     else {
+        if dialect == Dialect::Postgres {
+            layout.partition = layout.partition_candidate();
+        }
         return db
             .batch(&dialect.create_table(layout))
             .map_err(failed(format!("cannot create table {table}")));
     };
+    // a table created partitioned stays so (and one created before, unpartitioned, too)
+    if let Some(sql) = dialect.is_partitioned_query(table) {
+        let rows = db.query_text(&sql).map_err(failed(format!(
+            "cannot read how table {table} is partitioned"
+        )))?;
+        if rows.first().and_then(|r| r.first()).cloned().flatten() != Some("0".into()) {
+            layout.partition = layout.partition_candidate();
+        }
+    }
     let wanted: Vec<(&str, &str, columns::ColType)> = layout
         .columns
         .iter()
@@ -444,6 +497,8 @@ impl Writer for Loader {
     fn flush(&mut self) -> io::Result<()> {
         if self.in_transaction {
             self.in_transaction = false;
+            // partitions made in the rolled-back transaction are gone
+            self.partitions.clear();
             self.db
                 .batch("ROLLBACK")
                 .map_err(|e| io::Error::other(failed("cannot roll back")(e)))?;

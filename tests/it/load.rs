@@ -125,6 +125,36 @@ fn full_load_equals_the_api(db: TestDb, dir: &std::path::Path) {
         .scalar("SELECT state FROM _source_loop_state WHERE stream = 'subscriptions'")
         .unwrap();
     assert!(state.contains("updatedAt"), "{state}");
+    if db.is_postgres() {
+        // orders and activity logs live in one partition per month of created_at
+        for table in ["orders", "activity_logs"] {
+            let months = db
+                .scalar(&format!(
+                    "SELECT COUNT(DISTINCT date_trunc('month', created_at AT TIME ZONE 'UTC')) FROM {table}"
+                ))
+                .unwrap();
+            let partitions = db
+                .scalar(&format!(
+                    "SELECT COUNT(*) FROM pg_inherits WHERE inhparent = '{table}'::regclass"
+                ))
+                .unwrap();
+            assert_eq!(partitions, months, "{table}: one partition per month");
+            assert!(
+                months.parse::<i64>().unwrap() > 12,
+                "{table}: {months} months"
+            );
+            let misplaced = db
+                .scalar(&format!(
+                    "SELECT COUNT(*) FROM {table} WHERE tableoid::regclass::text \
+                     <> '{table}_' || to_char(created_at AT TIME ZONE 'UTC', 'YYYY_MM')"
+                ))
+                .unwrap();
+            assert_eq!(
+                misplaced, "0",
+                "{table}: every row in its month's partition"
+            );
+        }
+    }
 }
 
 #[test]

@@ -1069,7 +1069,7 @@ fn newest_wins_live(db: crate::databases::TestDb, dir: &Path) {
         let r = delivery(id, "subscription/updated", payload, SECRET).send(&http, &serve);
         assert_eq!(r.0, 200, "{r:?}");
     }
-    let order = json!({"id": 900, "updatedAt": t1, "status": "FAILED", "totalPrice": "30.00"});
+    let order = json!({"id": 900, "createdAt": t1, "updatedAt": t1, "status": "FAILED", "totalPrice": "30.00"});
     accepted_seq(&delivery("w-5", "order/processed", &order, SECRET).send(&http, &serve));
     eventually("every event applied", || {
         db.try_scalar("SELECT state FROM _source_loop_state WHERE stream = 'webhooks:applied'")
