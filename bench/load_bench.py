@@ -68,8 +68,8 @@ def start_fake(bin_dir, subs):
 
 
 def config(d, base_url):
-    lim = {"requests": 100000, "per_seconds": 1}
-    c = {"api_token": "bench-token", "base_url": base_url, "start_date": "2000-01-01T00:00:00Z", "page_size": 250,
+    lim = {"requests": 10000, "per_seconds": 1}
+    c = {"api_token": "bench-token", "base_url": base_url, "start_date": "2000-01-01T00:00:00Z", "page_size": 50,
          "rate_limits": {k: lim for k in ["subscription", "order", "customer", "product", "activityLog"]},
          "journal_path": os.path.join(d, "journal.sqlite"), "webhook_secrets": [SECRET]}
     path = os.path.join(d, "config.json")

@@ -174,22 +174,33 @@ impl Dialect {
         format!("UPDATE {} SET {} = {value}", quote(table), quote(name))
     }
 
-    /// Inserts a record, or replaces the stored row unless the stored version is newer.
-    pub fn upsert(self, layout: &Layout, into: &str) -> String {
+    /// Inserts `rows` records, or replaces each stored row unless the stored version is
+    /// newer. (The rows of one statement must have distinct keys: the loader keeps the
+    /// newest of each key.)
+    pub fn upsert(self, layout: &Layout, into: &str, rows: usize) -> String {
         let mut names: Vec<String> = layout.columns.iter().map(|c| quote(&c.name)).collect();
         names.push(quote(RECORD_COLUMN));
-        let mut params: Vec<String> = layout
+        let types: Vec<ColType> = layout
             .columns
             .iter()
-            .enumerate()
-            .map(|(i, c)| self.param(i + 1, c.ty))
+            .map(|c| c.ty)
+            .chain([ColType::Json])
             .collect();
-        params.push(self.param(layout.columns.len() + 1, ColType::Json));
+        let values: Vec<String> = (0..rows)
+            .map(|r| {
+                let params: Vec<String> = types
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ty)| self.param(r * types.len() + i + 1, *ty))
+                    .collect();
+                format!("({})", params.join(", "))
+            })
+            .collect();
         format!(
-            "INSERT INTO {} AS t ({}) VALUES ({}) {}",
+            "INSERT INTO {} AS t ({}) VALUES {} {}",
             quote(into),
             names.join(", "),
-            params.join(", "),
+            values.join(", "),
             self.on_conflict(layout)
         )
     }
@@ -315,7 +326,7 @@ mod tests {
     fn the_upsert_never_replaces_a_newer_version() {
         let l = Layout::of(streams::find("orders").unwrap());
         for d in [Dialect::Sqlite, Dialect::Postgres] {
-            let sql = d.upsert(&l, "orders");
+            let sql = d.upsert(&l, "orders", 1);
             assert!(
                 sql.ends_with(
                     "WHERE t.\"updated_at\" IS NULL OR excluded.\"updated_at\" >= t.\"updated_at\""
@@ -325,7 +336,13 @@ mod tests {
             assert!(sql.contains("ON CONFLICT (\"id\")"), "{sql}");
         }
         assert!(Dialect::Postgres
-            .upsert(&l, "orders")
+            .upsert(&l, "orders", 1)
             .contains("::text::timestamptz"));
+        let two = Dialect::Sqlite.upsert(&l, "orders", 2);
+        let per_row = l.columns.len() + 1;
+        assert!(
+            two.contains(&format!("?{per_row}), (?{}", per_row + 1)),
+            "{two}"
+        );
     }
 }

@@ -149,9 +149,11 @@ pub struct Loader {
     db: Box<dyn Database>,
     dialect: Dialect,
     layouts: HashMap<&'static str, Layout>,
-    /// Upsert statements by table, and by stage table.
-    upserts: HashMap<&'static str, String>,
-    stage_upserts: HashMap<&'static str, String>,
+    /// Multi-row upsert statements by (table, staged, rows).
+    upserts: HashMap<(&'static str, bool, usize), String>,
+    /// Rows not yet sent, by (table, staged): written in multi-row statements before
+    /// every commit (one round trip per chunk instead of per row).
+    pending: HashMap<(&'static str, bool), Pending>,
     /// Full-refresh streams whose current pass is staged.
     staged: HashSet<&'static str>,
     /// Month partitions created or seen in this session (Postgres).
@@ -191,21 +193,13 @@ impl Loader {
             return Err(e);
         }
         let state = load_state(db.as_mut())?;
-        let upserts = layouts
-            .iter()
-            .map(|(t, l)| (*t, dialect.upsert(l, t)))
-            .collect();
-        let stage_upserts = layouts
-            .iter()
-            .map(|(t, l)| (*t, dialect.upsert(l, &dialect::stage_name(t))))
-            .collect();
         Ok((
             Loader {
                 db,
                 dialect,
                 layouts,
-                upserts,
-                stage_upserts,
+                upserts: HashMap::new(),
+                pending: HashMap::new(),
                 staged: HashSet::new(),
                 partitions: HashSet::new(),
                 in_transaction: false,
@@ -250,14 +244,23 @@ impl Loader {
     }
 
     /// Upserts one record (JSON text) into its table, or its stage during a full-refresh
-    /// pass, in the open transaction (started if none is).
+    /// pass, in the open transaction (started if none is). Rows are sent in chunks, at the
+    /// latest before the next commit.
     pub fn upsert(&mut self, stream: &'static str, data: &str) -> Result<(), LoadError> {
-        let record: Value =
+        // only the top-level fields are parsed, and only those with a column
+        let fields: HashMap<String, &serde_json::value::RawValue> =
             serde_json::from_str(data).map_err(|source| LoadError::Record { stream, source })?;
         let layout = self.layout(stream)?;
         let mut cells = Vec::with_capacity(layout.columns.len() + 1);
         for col in &layout.columns {
-            cells.push(cell(layout.table, col, record.get(&col.field))?);
+            let value = match fields.get(&col.field) {
+                Some(raw) => Some(
+                    serde_json::from_str::<Value>(raw.get())
+                        .map_err(|source| LoadError::Record { stream, source })?,
+                ),
+                None => None,
+            };
+            cells.push(cell(layout.table, col, value.as_ref())?);
         }
         if cells.first() == Some(&Cell::Null) {
             return Err(LoadError::NoKey {
@@ -265,35 +268,65 @@ impl Loader {
                 key: layout.key.field.clone(),
             });
         }
-        let partition = match &layout.partition {
-            Some(p) => {
-                let at = layout.columns.iter().position(|c| c.name == p.name);
-                match at.and_then(|i| cells.get(i)) {
-                    Some(Cell::Text(t)) => Some(t.get(..7).unwrap_or_default().to_string()),
-                    _ => {
-                        return Err(LoadError::NoKey {
-                            stream,
-                            key: p.field.clone(),
-                        })
-                    }
-                }
+        let position = |c: &Option<columns::Column>| {
+            c.as_ref()
+                .and_then(|c| layout.columns.iter().position(|x| x.name == c.name))
+        };
+        let partition_at = position(&layout.partition);
+        let version_at = position(&layout.version);
+        let partition = match (&layout.partition, partition_at.map(|i| &cells[i])) {
+            (None, _) => None,
+            (Some(_), Some(Cell::Text(t))) => Some(t.get(..7).unwrap_or_default().to_string()),
+            (Some(p), _) => {
+                return Err(LoadError::NoKey {
+                    stream,
+                    key: p.field.clone(),
+                })
             }
-            None => None,
         };
+        let key = format!("{:?}/{:?}", cells[0], partition_at.map(|i| &cells[i]));
         cells.push(Cell::Text(data.to_string()));
-        let sql = if self.staged.contains(stream) {
-            &self.stage_upserts[stream]
-        } else {
-            &self.upserts[stream]
-        };
-        let sql = sql.clone();
+        let staged = self.staged.contains(stream);
         self.begin()?;
         if let Some(month) = partition {
             self.ensure_partition(stream, &month)?;
         }
-        self.db
-            .execute(&sql, &cells)
-            .map_err(failed(format!("cannot write a row of table {stream}")))?;
+        let pending = self.pending.entry((stream, staged)).or_default();
+        pending.add(key, cells, version_at);
+        if pending.rows.len() >= SEND_ROWS {
+            self.send_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Sends every pending row (chunks of [`CHUNKS`] rows, each statement prepared once).
+    fn send_pending(&mut self) -> Result<(), LoadError> {
+        let pending = std::mem::take(&mut self.pending);
+        for ((stream, staged), rows) in pending {
+            let mut rows = rows.rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                let left = rows.len();
+                let n = CHUNKS.iter().copied().find(|&c| c <= left).unwrap_or(1);
+                let params: Vec<Cell> = rows.by_ref().take(n).flatten().collect();
+                let sql = match self.upserts.get(&(stream, staged, n)) {
+                    Some(sql) => sql.clone(),
+                    None => {
+                        let layout = self.layout(stream)?;
+                        let into = if staged {
+                            dialect::stage_name(stream)
+                        } else {
+                            stream.to_string()
+                        };
+                        let sql = self.dialect.upsert(layout, &into, n);
+                        self.upserts.insert((stream, staged, n), sql.clone());
+                        sql
+                    }
+                };
+                self.db
+                    .execute(&sql, &params)
+                    .map_err(failed(format!("cannot write rows of table {stream}")))?;
+            }
+        }
         Ok(())
     }
 
@@ -323,6 +356,7 @@ impl Loader {
         state: &crate::state::StreamState,
     ) -> Result<(), LoadError> {
         self.begin()?;
+        self.send_pending()?;
         if self.staged.remove(def.name) {
             let layout = self.layout(def.name)?;
             for sql in self.dialect.replace_from_stage(layout) {
@@ -338,6 +372,7 @@ impl Loader {
     /// since the last commit.
     pub fn commit_state(&mut self, key: &str, state: &Value) -> Result<(), LoadError> {
         self.begin()?;
+        self.send_pending()?;
         let now = loop_time::format_instant(chrono::Utc::now());
         let params = [
             Cell::Text(key.to_string()),
@@ -400,6 +435,41 @@ impl Loader {
                 (t, n)
             })
             .collect()
+    }
+}
+
+/// Pending rows are sent once this many wait (and before every commit).
+const SEND_ROWS: usize = 256;
+/// Rows per statement: the largest that fits what is pending (a few prepared statements
+/// per table cover any count).
+const CHUNKS: &[usize] = &[64, 16, 4, 1];
+
+/// Rows waiting to be sent for one table, one per key: a newer version of a key replaces
+/// the older one here already (one statement must not touch a row twice), by the same
+/// rule as the upsert (the stored version unless the new one is at least as new).
+#[derive(Default)]
+struct Pending {
+    rows: Vec<Vec<Cell>>,
+    by_key: HashMap<String, usize>,
+}
+
+impl Pending {
+    fn add(&mut self, key: String, cells: Vec<Cell>, version_at: Option<usize>) {
+        let Some(&at) = self.by_key.get(&key) else {
+            self.by_key.insert(key, self.rows.len());
+            self.rows.push(cells);
+            return;
+        };
+        let newer = match version_at.map(|v| (&self.rows[at][v], &cells[v])) {
+            None => true,
+            Some((Cell::Null, _)) => true,
+            Some((Cell::Text(old), Cell::Text(new))) => new >= old,
+            Some((Cell::Int(old), Cell::Int(new))) => new >= old,
+            Some(_) => false,
+        };
+        if newer {
+            self.rows[at] = cells;
+        }
     }
 }
 
@@ -499,6 +569,7 @@ impl Writer for Loader {
             self.in_transaction = false;
             // partitions made in the rolled-back transaction are gone
             self.partitions.clear();
+            self.pending.clear();
             self.db
                 .batch("ROLLBACK")
                 .map_err(|e| io::Error::other(failed("cannot roll back")(e)))?;
@@ -616,6 +687,23 @@ fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_keeps_the_newest_version_of_each_key() {
+        let row = |id: i64, at: &str| vec![Cell::Int(id), Cell::Text(at.into())];
+        let mut p = Pending::default();
+        p.add("1".into(), row(1, "2025-01-02T00:00:00.000Z"), Some(1));
+        p.add("1".into(), row(1, "2025-01-01T00:00:00.000Z"), Some(1));
+        p.add("2".into(), row(2, "2025-01-01T00:00:00.000Z"), Some(1));
+        p.add("2".into(), row(2, "2025-01-03T00:00:00.000Z"), Some(1));
+        assert_eq!(
+            p.rows,
+            [
+                row(1, "2025-01-02T00:00:00.000Z"),
+                row(2, "2025-01-03T00:00:00.000Z")
+            ]
+        );
+    }
 
     #[test]
     fn urls_name_their_database_and_passwords_never_show() {
