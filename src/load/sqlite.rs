@@ -10,6 +10,8 @@ use super::dialect::{Database, DbError, Dialect};
 
 /// How long a statement waits for another writer before failing.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// SQLite's page cache per connection, in KiB.
+const PAGE_CACHE_KIB: i64 = 64 * 1024;
 /// Prepared statements kept per connection (one upsert per table and stage, a few more).
 const STATEMENT_CACHE: usize = 64;
 
@@ -31,6 +33,10 @@ impl Sqlite {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err)?;
+        // a bounded page cache large enough for the B-tree pages an upsert touches (the
+        // default 2 MiB made every upsert re-read pages through the kernel)
+        conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)
             .map_err(db_err)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Sqlite { conn })
