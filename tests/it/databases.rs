@@ -20,6 +20,15 @@ pub const REQUIRE_POSTGRES: &str = "SOURCE_LOOP_REQUIRE_POSTGRES";
 /// The unprivileged user a root test process runs the server as (initdb refuses root).
 const SERVER_USER: &str = "nobody";
 
+/// The loader tests take turns: each starts servers, a database (a Postgres cluster) and
+/// several syncs, and running them all at once on a 2-core machine starves the timing-
+/// sensitive tests elsewhere in this binary (e.g. the rate-limit ones). Hold the guard for
+/// the test's duration.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub enum TestDb {
     Sqlite { url: String },
     Postgres { url: String, cluster: PgCluster },

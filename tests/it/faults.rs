@@ -211,12 +211,14 @@ fn rate_limits_with_and_without_retry_after_still_complete() {
     for retry_after in [RetryAfter::Always, RetryAfter::Never, RetryAfter::Sometimes] {
         let server = fake(FakeConfig {
             rate_limits: true,
-            rate_scale: 0.02,
+            // 2 requests per 0.3 s: slow enough that even a client slowed down by a loaded
+            // machine (other tests on the same cores) still outruns it
+            rate_scale: 0.1,
             retry_after,
             ..small()
         });
         let dir = tempfile::tempdir().unwrap();
-        // ask for twice the fake's pace: 429s must happen, and be absorbed
+        // ask for ten times the fake's pace: 429s must happen, and be absorbed
         let l = json!({"requests": 2, "per_seconds": 0.03});
         write_config(
             dir.path(),

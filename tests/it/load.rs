@@ -159,12 +159,14 @@ fn full_load_equals_the_api(db: TestDb, dir: &std::path::Path) {
 
 #[test]
 fn sqlite_a_full_load_equals_the_apis_data() {
+    let _turn = crate::databases::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     full_load_equals_the_api(TestDb::sqlite(dir.path()), dir.path());
 }
 
 #[test]
 fn postgres_a_full_load_equals_the_apis_data() {
+    let _turn = crate::databases::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     if let Some(db) = TestDb::postgres("postgres_a_full_load_equals_the_apis_data") {
         full_load_equals_the_api(db, dir.path());
@@ -204,12 +206,14 @@ fn second_load_is_incremental(db: TestDb, dir: &std::path::Path) {
 
 #[test]
 fn sqlite_a_second_load_reads_only_the_changes_from_the_databases_own_state() {
+    let _turn = crate::databases::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     second_load_is_incremental(TestDb::sqlite(dir.path()), dir.path());
 }
 
 #[test]
 fn postgres_a_second_load_reads_only_the_changes_from_the_databases_own_state() {
+    let _turn = crate::databases::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     if let Some(db) = TestDb::postgres("postgres_a_second_load_reads_only_the_changes") {
         second_load_is_incremental(db, dir.path());
@@ -284,12 +288,14 @@ fn killed_loads_resume_exactly_once(db: TestDb, dir: &std::path::Path) {
 
 #[test]
 fn sqlite_kill_9_at_random_points_then_rerun_equals_the_api_with_no_duplicates() {
+    let _turn = crate::databases::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     killed_loads_resume_exactly_once(TestDb::sqlite(dir.path()), dir.path());
 }
 
 #[test]
 fn postgres_kill_9_at_random_points_then_rerun_equals_the_api_with_no_duplicates() {
+    let _turn = crate::databases::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     if let Some(db) = TestDb::postgres("postgres_kill_9_at_random_points") {
         killed_loads_resume_exactly_once(db, dir.path());
@@ -329,12 +335,14 @@ fn older_versions_never_replace_newer_rows(db: TestDb, dir: &std::path::Path) {
 
 #[test]
 fn sqlite_an_older_version_never_replaces_a_newer_row() {
+    let _turn = crate::databases::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     older_versions_never_replace_newer_rows(TestDb::sqlite(dir.path()), dir.path());
 }
 
 #[test]
 fn postgres_an_older_version_never_replaces_a_newer_row() {
+    let _turn = crate::databases::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     if let Some(db) = TestDb::postgres("postgres_an_older_version_never_replaces_a_newer_row") {
         older_versions_never_replace_newer_rows(db, dir.path());
@@ -356,12 +364,14 @@ fn full_refresh_replaces_the_table(db: TestDb, dir: &std::path::Path) {
 
 #[test]
 fn sqlite_a_complete_full_refresh_pass_replaces_the_table() {
+    let _turn = crate::databases::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     full_refresh_replaces_the_table(TestDb::sqlite(dir.path()), dir.path());
 }
 
 #[test]
 fn postgres_a_complete_full_refresh_pass_replaces_the_table() {
+    let _turn = crate::databases::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     if let Some(db) = TestDb::postgres("postgres_a_complete_full_refresh_pass_replaces_the_table") {
         full_refresh_replaces_the_table(db, dir.path());
@@ -415,12 +425,14 @@ fn schema_changes(db: TestDb, dir: &std::path::Path) {
 
 #[test]
 fn sqlite_tables_and_columns_follow_the_schemas_and_a_type_conflict_names_table_and_column() {
+    let _turn = crate::databases::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     schema_changes(TestDb::sqlite(dir.path()), dir.path());
 }
 
 #[test]
 fn postgres_tables_and_columns_follow_the_schemas_and_a_type_conflict_names_table_and_column() {
+    let _turn = crate::databases::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     if let Some(db) = TestDb::postgres("postgres_tables_and_columns_follow_the_schemas") {
         schema_changes(db, dir.path());

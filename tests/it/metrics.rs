@@ -134,12 +134,14 @@ fn known_answers(db: TestDb, dir: &std::path::Path) {
 
 #[test]
 fn sqlite_every_metric_view_gives_the_known_answers() {
+    let _turn = crate::databases::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     known_answers(TestDb::sqlite(dir.path()), dir.path());
 }
 
 #[test]
 fn postgres_every_metric_view_gives_the_known_answers() {
+    let _turn = crate::databases::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     if let Some(db) = TestDb::postgres("postgres_every_metric_view_gives_the_known_answers") {
         known_answers(db, dir.path());

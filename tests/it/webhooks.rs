@@ -1102,12 +1102,14 @@ fn newest_wins_live(db: crate::databases::TestDb, dir: &Path) {
 
 #[test]
 fn serve_into_sqlite_upserts_each_webhook_newest_wins_whatever_the_order_or_duplicates() {
+    let _turn = crate::databases::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     newest_wins_live(crate::databases::TestDb::sqlite(dir.path()), dir.path());
 }
 
 #[test]
 fn serve_into_postgres_upserts_each_webhook_newest_wins_whatever_the_order_or_duplicates() {
+    let _turn = crate::databases::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     if let Some(db) = crate::databases::TestDb::postgres("serve_into_postgres_upserts_each_webhook")
     {
@@ -1117,6 +1119,7 @@ fn serve_into_postgres_upserts_each_webhook_newest_wins_whatever_the_order_or_du
 
 #[test]
 fn serve_into_postgres_acknowledges_while_the_database_is_down_and_catches_up_after() {
+    let _turn = crate::databases::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let Some(db) = crate::databases::TestDb::postgres("serve_into_postgres_catches_up") else {
         return;
