@@ -146,11 +146,13 @@ def main():
     ap.add_argument("--events", type=int, default=20000)
     ap.add_argument("--concurrency", default="2,8")
     ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument("--no-live", action="store_true", help="only the sync benchmark")
     a = ap.parse_args()
     pg = None if a.no_postgres else Postgres()
     try:
         bench_sync(a.bin_dir, [int(x) for x in a.sizes.split(",")], pg)
-        bench_live(a.bin_dir, a.events, pg, [int(x) for x in a.concurrency.split(",")])
+        if not a.no_live:
+            bench_live(a.bin_dir, a.events, pg, [int(x) for x in a.concurrency.split(",")])
     finally:
         if pg:
             pg.stop()
