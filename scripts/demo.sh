@@ -7,7 +7,8 @@
 #   source-loop read --config config.json --catalog catalog/configured_catalog.json
 # summarises it (records per stream, final state), touches 5 subscriptions through the fake's
 # control API, runs an incremental read from the last state, and shows that exactly the touched
-# subscriptions (plus any boundary records at the saved cursor) came back.
+# subscriptions (plus any boundary records at the saved cursor) came back. Then loads every
+# stream into SQLite (source-loop sync --into sqlite:loop.db) and prints the MRR and churn views.
 # Uses jq when installed, else python3. Files are left in $DEMO_DIR (default: a temp dir).
 # SOURCE_LOOP_BIN and FAKE_LOOP_BIN (both) point at prebuilt binaries and skip the build.
 set -euo pipefail
@@ -212,5 +213,37 @@ PY
   fi
 }
 python_or_jq_compare || die "the incremental read missed touched subscriptions"
+
+say "load into SQLite: source-loop sync --config config.json --into sqlite:loop.db"
+# the tables and the state live in one file; running it again syncs incrementally
+time "$SL" sync --config "$DIR/config.json" --into "sqlite:$DIR/loop.db" 2>"$DIR/sync.stderr" \
+  || { tail -20 "$DIR/sync.stderr" >&2; die "sync into SQLite failed"; }
+grep 'rows now' "$DIR/sync.stderr" | sed 's/^source-loop sync: /  /'
+
+# show a dashboard's numbers: sqlite3 when installed, else python3's sqlite3 module
+show() {  # show TITLE SQL
+  echo "$1"
+  if command -v sqlite3 >/dev/null; then
+    sqlite3 -header -column "$DIR/loop.db" "$2" | sed 's/^/  /'
+  else
+    python3 - "$DIR/loop.db" "$2" <<'PY'
+import sqlite3, sys
+cur = sqlite3.connect(sys.argv[1]).execute(sys.argv[2])
+rows = [[d[0] for d in cur.description]] + [["" if v is None else str(v) for v in r] for r in cur]
+widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+for r in rows:
+    print("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
+PY
+  fi
+}
+say "metric views (docs/metrics.md): the last three months"
+show "MRR by month and currency (mrr_by_month):" \
+  "SELECT month, currency, mrr, active_subscriptions FROM mrr_by_month
+   WHERE month >= (SELECT date(MAX(month), '-2 months') FROM metric_months) ORDER BY month, currency"
+show "monthly churn (churn_by_month):" \
+  "SELECT month, active_at_start, churned, churn_rate FROM churn_by_month
+   WHERE month >= (SELECT date(MAX(month), '-2 months') FROM metric_months) ORDER BY month"
+echo "open $DIR/loop.db with any SQLite client; the views: mrr_by_month, subscription_status_by_month,"
+echo "churn_by_month, orders_by_status, failed_payments, customer_ltv, ltv_by_currency"
 
 say "done; files in $DIR"

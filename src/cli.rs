@@ -62,6 +62,20 @@ enum Command {
         #[arg(long)]
         progress: bool,
     },
+    /// Load every stream into a database, one table per stream at its newest versions, with the state kept in the same database (rerun to sync incrementally).
+    Sync {
+        #[arg(long, value_name = "FILE", help = CONFIG_HELP)]
+        config: PathBuf,
+        /// Target database: sqlite:PATH (e.g. sqlite:loop.db) or postgres://USER:PASSWORD@HOST:PORT/DATABASE.
+        #[arg(long, value_name = "URL")]
+        into: String,
+        /// Which streams to load and how (an Airbyte configured catalog); default: every stream, incrementally.
+        #[arg(long, value_name = "FILE")]
+        catalog: Option<PathBuf>,
+        /// Show a progress line on stderr (default: when stderr is a terminal).
+        #[arg(long)]
+        progress: bool,
+    },
     /// Receive Loop webhooks into a durable journal (the same config file; needs `webhook_secrets`).
     Serve {
         #[arg(long, value_name = "FILE", help = CONFIG_HELP)]
@@ -72,6 +86,9 @@ enum Command {
         /// Also print each accepted event as a JSON line on stdout.
         #[arg(long)]
         emit: bool,
+        /// Also upsert every journaled subscription and order into this database (the tables of `sync --into`), newest version wins: sqlite:PATH or postgres://...
+        #[arg(long, value_name = "URL")]
+        into: Option<String>,
     },
     /// Compare the webhook journal with the API (subscriptions, orders): a JSON report on
     /// stdout; exit 0 within tolerance, 2 beyond it, 1 on errors.
@@ -112,13 +129,20 @@ pub fn main() -> ExitCode {
             config,
             listen,
             emit,
-        } => serve(&config, listen, emit),
+            into,
+        } => serve(&config, listen, emit, into.as_deref()),
         Command::Reconcile {
             config,
             since,
             streams,
             repair,
         } => crate::reconcile::command(&config, since.as_deref(), Some(&streams), repair),
+        Command::Sync {
+            config,
+            into,
+            catalog,
+            progress,
+        } => crate::load::sync(&config, &into, catalog.as_deref(), progress),
     };
     match result {
         Ok(code) => code,
@@ -134,9 +158,16 @@ pub fn main() -> ExitCode {
 /// need not be written into the config file.
 const SECRETS_ENV: &str = "LOOP_WEBHOOK_SECRETS";
 
-fn serve(path: &Path, listen: std::net::SocketAddr, emit: bool) -> io::Result<ExitCode> {
-    let settings = match std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))
+fn serve(
+    path: &Path,
+    listen: std::net::SocketAddr,
+    emit: bool,
+    into: Option<&str>,
+) -> io::Result<ExitCode> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the config file {}: {e}", path.display()));
+    let settings = match text
+        .clone()
         .and_then(|t| WebhookSettings::from_json_str(&t).map_err(|e| e.to_string()))
     {
         Ok((mut s, warnings)) => {
@@ -153,7 +184,39 @@ fn serve(path: &Path, listen: std::net::SocketAddr, emit: bool) -> io::Result<Ex
             return Ok(ExitCode::from(2));
         }
     };
-    match crate::webhooks::run(&settings, listen, emit) {
+    // `--into`: the applier normalizes money as `sync` does, so it reads the whole config
+    let applier = match into {
+        None => None,
+        Some(url) => {
+            let setup = crate::load::Target::parse(url)
+                .map_err(|e| e.to_string())
+                .and_then(|target| {
+                    let config = text.and_then(|t| {
+                        crate::config::Config::from_json_str(&t).map_err(|e| e.to_string())
+                    })?;
+                    Ok((target, config))
+                });
+            match setup {
+                Ok((target, config)) => Some(crate::load::apply::Applier::spawn(
+                    target,
+                    crate::webhooks::journal_path(&settings),
+                    crate::normalize::Normalizer {
+                        money_unit: config.sync.money_unit,
+                        money_type: config.sync.money_type,
+                    },
+                )),
+                Err(e) => {
+                    eprintln!("source-loop serve --into: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+    };
+    let result = crate::webhooks::run(&settings, listen, emit);
+    if let Some(applier) = applier {
+        applier.stop();
+    }
+    match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("source-loop serve: {e}");

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod event;
+pub mod load;
 pub mod normalize;
 pub mod output;
 pub mod reconcile;

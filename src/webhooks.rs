@@ -38,6 +38,14 @@ impl ReceiverError {
     }
 }
 
+/// Where `serve` journals: `journal_path`, or a file in the current directory.
+pub fn journal_path(config: &WebhookSettings) -> PathBuf {
+    config
+        .journal_path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("loop-webhooks.sqlite"))
+}
+
 pub fn server_config(
     config: &WebhookSettings,
     listen: SocketAddr,
@@ -53,10 +61,7 @@ pub fn server_config(
         encoding: config.signature_encoding,
         max_body_bytes: config.max_body_bytes,
         limits: config.limits,
-        journal_path: config
-            .journal_path
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("loop-webhooks.sqlite")),
+        journal_path: journal_path(config),
         emit,
     })
 }

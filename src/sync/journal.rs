@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use chrono::DateTime;
-use loop_webhooks::journal::{JournalError, JournalReader};
+use loop_webhooks::journal::{JournalError, JournalReader, StoredEvent};
 use serde_json::json;
 
 use crate::event::Level;
@@ -76,23 +76,7 @@ pub(super) async fn read_events(
         let events = reader.events_after(seq, EVENTS_BATCH)?;
         Ok(events
             .into_iter()
-            .map(|ev| {
-                let rec = json!({
-                    "id": ev.webhook_id,
-                    "seq": ev.seq,
-                    "topic": ev.topic,
-                    "api_version": ev.api_version,
-                    "created_at": ev.created_at,
-                    "received_at": ev.received_at,
-                    "shop_domain": ev.shop_domain,
-                    "retry_count": ev.retry_count,
-                    "entity_kind": ev.entity_kind,
-                    "entity_id": ev.entity_id,
-                    "entity_updated_at": ev.entity_updated_at_ms.and_then(DateTime::from_timestamp_millis).map(format_instant),
-                    "payload": ev.payload,
-                });
-                (ev.seq, rec)
-            })
+            .map(|ev| (ev.seq, event_record(ev)))
             .collect())
     })
     .await
@@ -153,6 +137,25 @@ async fn read_table(
     }
     st.seq = Some(seq);
     em.checkpoint(&st).await
+}
+
+/// A journaled event as a `webhook_events` record (before normalization); the loader's
+/// webhook applier stores the same shape.
+pub fn event_record(ev: StoredEvent) -> serde_json::Value {
+    json!({
+        "id": ev.webhook_id,
+        "seq": ev.seq,
+        "topic": ev.topic,
+        "api_version": ev.api_version,
+        "created_at": ev.created_at,
+        "received_at": ev.received_at,
+        "shop_domain": ev.shop_domain,
+        "retry_count": ev.retry_count,
+        "entity_kind": ev.entity_kind,
+        "entity_id": ev.entity_id,
+        "entity_updated_at": ev.entity_updated_at_ms.and_then(DateTime::from_timestamp_millis).map(format_instant),
+        "payload": ev.payload,
+    })
 }
 
 /// The webhook journal, or None (with a warning) while `serve` has not created it.

@@ -43,6 +43,7 @@ mod pager;
 mod planner;
 
 pub use full_refresh::FULL_REFRESH_TRACKED;
+pub use journal::event_record;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -20,6 +20,18 @@ use crate::{FakeConfig, FilterBounds, Mutation, PageOrder};
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 pub(crate) const DAY_MS: i64 = 24 * HOUR_MS;
 
+/// Statuses a seeded record may filter on.
+const SEED_TAGS: &[&str] = &[
+    "ACTIVE",
+    "PAUSED",
+    "CANCELLED",
+    "EXPIRED",
+    "PAID",
+    "FAILED",
+    "SKIPPED",
+    "UNPROCESSED",
+];
+
 /// The five list streams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Stream {
@@ -1455,6 +1467,63 @@ impl Data {
             });
         }
         d.rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed_f00d);
+        d
+    }
+
+    /// The hand-made records of `seed`, served as written (see [`crate::seed`]).
+    pub(crate) fn from_seed(cfg: &FakeConfig, seed: &crate::SeedData) -> Data {
+        let empty = FakeConfig {
+            counts: crate::Counts {
+                subscriptions: 0,
+                orders: 0,
+                customers: 0,
+                products: 0,
+                activity_logs: 0,
+            },
+            ..cfg.clone()
+        };
+        let mut d = Data::generate(&empty);
+        d.tables = (0..5).map(|_| Table::default()).collect();
+        let end = cfg.data_end.timestamp_millis();
+        for (name, records) in &seed.streams {
+            let Some(s) = Stream::from_name(name) else {
+                continue;
+            };
+            let key = crate::seed::key_field(name);
+            let time = |r: &Value, f: &str| {
+                r.get(f)
+                    .and_then(Value::as_str)
+                    .and_then(loop_time::parse_rfc3339_ms)
+            };
+            let mut recs: Vec<Rec> = records
+                .iter()
+                .map(|r| {
+                    let created = time(r, "createdAt").unwrap_or(end);
+                    let tag = match r.get("status").and_then(Value::as_str) {
+                        Some(st) => SEED_TAGS.iter().copied().find(|t| *t == st).unwrap_or(""),
+                        None if s == Stream::Products
+                            && r["productVariants"].as_array().is_some_and(|vs| {
+                                vs.iter().any(|v| v["hasSellingPlan"] == true)
+                            }) =>
+                        {
+                            "SP"
+                        }
+                        None => "",
+                    };
+                    Rec {
+                        key: r[key].as_i64().unwrap_or_default(),
+                        created,
+                        updated: time(r, "updatedAt").unwrap_or(created),
+                        tag,
+                        body: Body::text(r),
+                    }
+                })
+                .collect();
+            recs.sort_by_key(|r| r.key);
+            for r in recs {
+                d.tables[s as usize].push(r);
+            }
+        }
         d
     }
 

@@ -18,6 +18,7 @@
 mod data;
 mod distribution;
 mod limiter;
+mod seed;
 mod server;
 mod webhooks;
 
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use data::{Data, Stream};
 pub use distribution::Distribution;
 pub use limiter::LimiterKind;
+pub use seed::{SeedData, SeedError};
 pub use server::{FakeServer, StartError};
 pub use webhooks::{
     sign, Delivery, DeliveryPlan, SignatureEncoding, WebhookOnly, WebhookStats, WebhookTarget,
@@ -130,6 +132,9 @@ pub struct FakeConfig {
     pub data_end: DateTime<Utc>,
     /// Send signed webhooks for new subscription and order versions (module `webhooks`).
     pub webhooks: Option<WebhookTarget>,
+    /// Serve these records instead of generated ones (`counts` and `seed` then only
+    /// shape records created by mutations).
+    pub data: Option<SeedData>,
 }
 
 impl Default for FakeConfig {
@@ -151,6 +156,7 @@ impl Default for FakeConfig {
             messy_timestamps: false,
             data_end: DateTime::<Utc>::from_timestamp_millis(end).unwrap_or_else(Utc::now),
             webhooks: None,
+            data: None,
         }
     }
 }
@@ -301,7 +307,10 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn new(cfg: FakeConfig) -> Shared {
-        let data = Data::generate(&cfg);
+        let data = match &cfg.data {
+            Some(seed) => Data::from_seed(&cfg, seed),
+            None => Data::generate(&cfg),
+        };
         Shared {
             ctl: Mutex::new(Control {
                 token: cfg.token.clone(),

@@ -7,10 +7,11 @@
 
 use std::io::Write;
 
+use anyhow::Context;
 use clap::Parser;
 use fake_loop::{
     Counts, DeliveryPlan, Distribution, FakeConfig, FakeServer, FilterBounds, LimiterKind,
-    PageOrder, RetryAfter, SignatureEncoding, WebhookTarget,
+    PageOrder, RetryAfter, SeedData, SignatureEncoding, WebhookTarget,
 };
 
 #[derive(Parser, Debug)]
@@ -85,6 +86,10 @@ struct Args {
     /// End of the generated data range (RFC 3339); default now minus 1 hour.
     #[arg(long)]
     data_end: Option<chrono::DateTime<chrono::Utc>>,
+    /// Serve the hand-made records in this JSON file (stream name → list of records)
+    /// instead of generated data.
+    #[arg(long, value_name = "FILE")]
+    data: Option<std::path::PathBuf>,
     /// Exit when stdin reaches EOF (for parents that cannot send signals).
     #[arg(long)]
     exit_on_stdin_eof: bool,
@@ -119,7 +124,7 @@ struct Args {
 
 impl Args {
     /// The server configuration these options describe.
-    fn config(&self) -> FakeConfig {
+    fn config(&self) -> anyhow::Result<FakeConfig> {
         let mut cfg = FakeConfig {
             seed: self.seed,
             counts: Counts {
@@ -155,14 +160,21 @@ impl Args {
         if let Some(end) = self.data_end {
             cfg.data_end = end;
         }
-        cfg
+        if let Some(path) = &self.data {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the seed data file {}", path.display()))?;
+            let seed = SeedData::from_json_str(&text)
+                .with_context(|| format!("seed data file {}", path.display()))?;
+            cfg.data = Some(seed);
+        }
+        Ok(cfg)
     }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let cfg = a.config();
+    let cfg = a.config()?;
     // Install the signal handlers before announcing readiness.
     #[cfg(unix)]
     let sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -236,14 +248,17 @@ mod tests {
             "1000000",
         ])
         .expect("valid flags");
-        let cfg = a.config();
+        let cfg = a.config().expect("no data file");
         assert!(cfg.rate_limits);
         assert_eq!(cfg.limiter, LimiterKind::SlidingWindow);
         assert_eq!(cfg.retry_after, RetryAfter::RoundedUp);
         assert_eq!(cfg.distribution, Distribution::Bursts);
         assert_eq!(cfg.counts.subscriptions, 1_000_000);
         let fixed = Args::try_parse_from(["fake-loop", "--limiter", "fixed-window"]);
-        assert_eq!(fixed.expect("valid").limiter, LimiterKind::FixedWindow);
+        assert_eq!(
+            fixed.expect("valid").config().expect("config").limiter,
+            LimiterKind::FixedWindow
+        );
     }
 
     #[test]
@@ -266,7 +281,8 @@ mod tests {
             "4",
         ])
         .expect("valid flags")
-        .config();
+        .config()
+        .expect("config");
         let t = cfg.webhooks.expect("a webhook target");
         assert_eq!(t.url, "http://127.0.0.1:8080/webhooks/loop");
         assert_eq!(
@@ -284,7 +300,8 @@ mod tests {
         );
         let none = Args::try_parse_from(["fake-loop"])
             .expect("no flags")
-            .config();
+            .config()
+            .expect("config");
         assert!(none.webhooks.is_none(), "no URL, no webhooks");
     }
 
@@ -292,10 +309,31 @@ mod tests {
     fn defaults_are_the_original_behaviour() {
         let cfg = Args::try_parse_from(["fake-loop"])
             .expect("no flags")
-            .config();
+            .config()
+            .expect("config");
         assert_eq!(cfg.limiter, LimiterKind::Gcra);
         assert_eq!(cfg.retry_after, RetryAfter::Sometimes);
         assert_eq!(cfg.distribution, Distribution::Default);
         assert_eq!(cfg.hot_second_records, 70);
+    }
+
+    #[test]
+    fn data_serves_a_hand_made_file_and_a_bad_one_names_the_problem() {
+        let path = std::env::temp_dir().join(format!("fake-loop-seed-{}.json", std::process::id()));
+        std::fs::write(
+            &path,
+            r#"{"orders": [{"id": 7, "updatedAt": "2025-01-01T00:00:00Z"}]}"#,
+        )
+        .expect("write");
+        let a = Args::try_parse_from(["fake-loop", "--data", path.to_str().expect("utf-8")])
+            .expect("valid flags");
+        let cfg = a.config().expect("a valid seed file");
+        assert_eq!(cfg.data.expect("seeded").streams["orders"].len(), 1);
+        std::fs::write(&path, r#"{"orders": [{"number": 7}]}"#).expect("write");
+        let a = Args::try_parse_from(["fake-loop", "--data", path.to_str().expect("utf-8")])
+            .expect("valid flags");
+        let e = format!("{:#}", a.config().expect_err("no id"));
+        assert!(e.contains("orders[0]: needs an integer `id`"), "{e}");
+        let _ = std::fs::remove_file(&path);
     }
 }

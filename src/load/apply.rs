@@ -1,0 +1,196 @@
+//! `serve --into URL`: the webhook applier. It tails the journal by `seq` and upserts
+//! every journaled subscription and order version into the loader's tables by the same
+//! newest-wins rule as `sync`, and every event into `webhook_events`.
+//!
+//! The journal stays the source of truth. The applier keeps the last applied `seq` in
+//! the target database ([`APPLIED_KEY`] in the state table), committed in the same
+//! transaction as the rows of that batch, so nothing is applied twice and nothing is
+//! skipped: when the database is down, deliveries are still acknowledged and journaled,
+//! the applier retries with a capped backoff, and it resumes from the database's own
+//! `seq` once it is back. Upserts compare versions, so the order events arrive in does
+//! not matter.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use loop_webhooks::JournalReader;
+use serde_json::{json, Value};
+
+use super::{LoadError, Loader, Target};
+use crate::normalize::Normalizer;
+use crate::streams::STREAMS;
+
+/// The state-table row holding the last applied journal `seq`.
+pub const APPLIED_KEY: &str = "webhooks:applied";
+/// Events applied per transaction.
+const BATCH: usize = 500;
+/// How often an idle applier looks for new events (bounds webhook-to-row latency).
+const IDLE_POLL: Duration = Duration::from_millis(20);
+/// The materialized metric views are refreshed after a batch at most this often.
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// Backoff after a failure (database down, journal not created yet), doubling up to the cap.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_CAP: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Journal(#[from] loop_webhooks::JournalError),
+}
+
+/// A running applier; [`Applier::stop`] finishes the current batch and returns.
+pub struct Applier {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Applier {
+    pub fn spawn(target: Target, journal: PathBuf, normalizer: Normalizer) -> Applier {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || run(&target, &journal, &normalizer, &flag));
+        Applier { stop, thread }
+    }
+
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+/// Webhook-to-row latency: from the receiver's `received_at` (just before the
+/// acknowledgement) to the commit of the row, per applied event.
+#[derive(Default)]
+struct Latencies {
+    ms: Vec<i64>,
+}
+
+impl Latencies {
+    fn summary(&mut self) -> Option<String> {
+        if self.ms.is_empty() {
+            return None;
+        }
+        self.ms.sort_unstable();
+        let at = |q: f64| self.ms[((self.ms.len() - 1) as f64 * q).round() as usize];
+        Some(format!(
+            "{} events applied; receipt to committed row: p50 {} ms, p99 {} ms, max {} ms",
+            self.ms.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        ))
+    }
+}
+
+fn run(target: &Target, journal: &std::path::Path, normalizer: &Normalizer, stop: &AtomicBool) {
+    let mut backoff = RETRY_FIRST;
+    let mut failing = false;
+    let mut latencies = Latencies::default();
+    while !stop.load(Ordering::Relaxed) {
+        match session(
+            target,
+            journal,
+            normalizer,
+            stop,
+            &mut failing,
+            &mut latencies,
+        ) {
+            Ok(()) => break,
+            Err(e) => {
+                crate::output::warning_line(&format!(
+                    "webhooks into {}: {e}; retrying in {:.1} s (events stay in the journal and are applied once it works)",
+                    target.display(),
+                    backoff.as_secs_f64()
+                ));
+                failing = true;
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(RETRY_CAP);
+            }
+        }
+    }
+    if let Some(line) = latencies.summary() {
+        eprintln!(
+            "source-loop serve: webhooks into {}: {line}",
+            target.display()
+        );
+    }
+}
+
+/// One connection's life: prepare the tables, then apply batches until stopped.
+fn session(
+    target: &Target,
+    journal: &std::path::Path,
+    normalizer: &Normalizer,
+    stop: &AtomicBool,
+    failing: &mut bool,
+    latencies: &mut Latencies,
+) -> Result<(), ApplyError> {
+    let defs: Vec<_> = STREAMS.iter().collect();
+    let (mut loader, state, _warnings) = Loader::prepare(target.connect()?, &defs)?;
+    let mut seq = state
+        .get(APPLIED_KEY)
+        .and_then(|v| v.get("seq"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let reader = JournalReader::open(journal)?;
+    let mut refreshed = std::time::Instant::now();
+    let mut stale_views = false;
+    if std::mem::take(failing) {
+        eprintln!(
+            "source-loop serve: webhooks into {}: connected; applying from journal seq {seq}",
+            target.display()
+        );
+    }
+    while !stop.load(Ordering::Relaxed) {
+        let events = reader.events_after(seq, BATCH)?;
+        let Some(last) = events.last().map(|e| e.seq) else {
+            if stale_views && refreshed.elapsed() >= REFRESH_EVERY {
+                loader.refresh_views()?;
+                (refreshed, stale_views) = (std::time::Instant::now(), false);
+            }
+            std::thread::sleep(IDLE_POLL);
+            continue;
+        };
+        let mut received = Vec::with_capacity(events.len());
+        for ev in events {
+            received.extend(loop_time::parse_rfc3339_ms(&ev.received_at));
+            let entity = match ev.entity_kind.as_deref() {
+                Some("subscription") => Some("subscriptions"),
+                Some("order") => Some("orders"),
+                _ => None,
+            };
+            if let Some(table) = entity.filter(|_| ev.payload.is_object()) {
+                let mut rec = ev.payload.clone();
+                normalizer.normalize(&mut rec);
+                match loader.upsert(table, &rec.to_string()) {
+                    // the event is still kept whole in webhook_events
+                    Err(e @ (LoadError::Cell(_) | LoadError::NoKey { .. })) => {
+                        crate::output::warning_line(&format!(
+                            "webhook seq {}: not applied to {table}: {e}",
+                            ev.seq
+                        ))
+                    }
+                    other => other?,
+                }
+            }
+            let mut rec = crate::sync::event_record(ev);
+            normalizer.normalize(&mut rec);
+            loader.upsert("webhook_events", &rec.to_string())?;
+        }
+        loader.commit_state(APPLIED_KEY, &json!({ "seq": last }))?;
+        seq = last;
+        let now = chrono::Utc::now().timestamp_millis();
+        latencies.ms.extend(received.into_iter().map(|t| now - t));
+        stale_views = true;
+        if refreshed.elapsed() >= REFRESH_EVERY {
+            loader.refresh_views()?;
+            (refreshed, stale_views) = (std::time::Instant::now(), false);
+        }
+    }
+    Ok(())
+}

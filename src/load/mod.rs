@@ -1,0 +1,725 @@
+//! The database loader (`source-loop sync --into URL`): a [`Writer`] on the engine that
+//! keeps one table per stream, one row per primary key at its newest version, in SQLite
+//! or Postgres.
+//!
+//! ## Contract
+//! * **Newest wins**: an upsert never replaces a row whose version (`updated_at`;
+//!   `created_at` for activity logs) is newer than the incoming one. Instants are compared
+//!   as instants (`timestamptz` on Postgres; fixed-width UTC text on SQLite, which sorts
+//!   as the instants do).
+//! * **Exactly once**: rows are written in a transaction that stays open until the
+//!   stream's next checkpoint; the checkpoint's state is saved in [`STATE_TABLE`] and
+//!   committed in that same transaction. A kill at any moment loses only uncommitted rows
+//!   whose state was not saved either, so the next run reads them again; rows are
+//!   upserts, so nothing is ever doubled. The next run starts from the saved state: no
+//!   state file.
+//! * **Full-refresh streams** (customers, products) are staged in a temporary table
+//!   during the pass; at the pass's checkpoint (the end of a complete pass) the table is
+//!   replaced in one transaction: rows of the pass upserted, rows the pass did not see
+//!   deleted. An incomplete pass changes nothing.
+//! * **Schema**: tables and columns come from the stream schemas ([`columns`]); missing
+//!   tables and columns are created (a new column is filled from `_record`) before the
+//!   read starts, in one transaction; a column whose type differs from the schema's is an
+//!   error naming the table and the column, and nothing is written.
+
+pub mod apply;
+pub mod columns;
+pub mod dialect;
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::event::{Event, Level};
+use crate::output::Writer;
+use crate::run::{self, ReadRequest};
+use crate::state::InputState;
+use crate::streams::{self, Selected, StreamKind, SyncMode};
+
+use columns::{cell, Cell, CellError, Layout};
+pub use dialect::{Database, DbError, Dialect, STATE_TABLE};
+
+/// Where to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Sqlite(PathBuf),
+    /// A libpq-style URL (`postgres://user:password@host:port/db`).
+    Postgres(String),
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Target, LoadError> {
+        if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(LoadError::Url(url.to_string()));
+            }
+            return Ok(Target::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Target::Postgres(url.to_string()));
+        }
+        Err(LoadError::Url(redact(url)))
+    }
+
+    /// The target as it may be shown (a password replaced by `***`).
+    pub fn display(&self) -> String {
+        match self {
+            Target::Sqlite(p) => format!("sqlite:{}", p.display()),
+            Target::Postgres(u) => redact(u),
+        }
+    }
+
+    pub fn connect(&self) -> Result<Box<dyn Database>, LoadError> {
+        let connect = |source| LoadError::Connect {
+            target: self.display(),
+            source,
+        };
+        Ok(match self {
+            Target::Sqlite(p) => Box::new(sqlite::Sqlite::open(p).map_err(connect)?),
+            Target::Postgres(u) => Box::new(postgres::Postgres::connect(u).map_err(connect)?),
+        })
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("--into {0:?} is not a database URL: use sqlite:PATH (e.g. sqlite:loop.db) or postgres://USER:PASSWORD@HOST:PORT/DATABASE")]
+    Url(String),
+    #[error("cannot connect to {target}: {source}; check the URL and that the database is up")]
+    Connect {
+        target: String,
+        #[source]
+        source: DbError,
+    },
+    #[error("table {table}, column {column}: the database has type {found}, the stream's schema needs {want}; drop or rename that column (or the table) and sync again")]
+    Conflict {
+        table: &'static str,
+        column: String,
+        found: String,
+        want: &'static str,
+    },
+    #[error("{what}: {source}")]
+    Db {
+        what: String,
+        #[source]
+        source: DbError,
+    },
+    #[error(transparent)]
+    Cell(#[from] CellError),
+    #[error("stream {stream}: a record is not a JSON object ({source})")]
+    Record {
+        stream: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("stream {stream}: a record has no `{key}` (part of its table's primary key); it cannot be stored")]
+    NoKey { stream: &'static str, key: String },
+    #[error("the saved state of stream {stream:?} in table {STATE_TABLE} is not JSON ({detail}); delete that row to resync the stream from start_date")]
+    State { stream: String, detail: String },
+}
+
+fn failed(what: impl Into<String>) -> impl FnOnce(DbError) -> LoadError {
+    let what = what.into();
+    move |source| LoadError::Db { what, source }
+}
+
+/// The loader: tables prepared, state read, then the engine's [`Writer`].
+pub struct Loader {
+    db: Box<dyn Database>,
+    dialect: Dialect,
+    layouts: HashMap<&'static str, Layout>,
+    /// Multi-row upsert statements by (table, staged, rows).
+    upserts: HashMap<(&'static str, bool, usize), String>,
+    /// Rows not yet sent, by (table, staged): written in multi-row statements before
+    /// every commit (one round trip per chunk instead of per row).
+    pending: HashMap<(&'static str, bool), Pending>,
+    /// Full-refresh streams whose current pass is staged.
+    staged: HashSet<&'static str>,
+    /// Month partitions created or seen in this session (Postgres).
+    partitions: HashSet<String>,
+    in_transaction: bool,
+}
+
+impl Loader {
+    /// Creates or extends every stream's table, the state table and the metric views (one
+    /// transaction: all or nothing), and returns the loader with the saved state and the
+    /// warnings to show.
+    pub fn prepare(
+        mut db: Box<dyn Database>,
+        streams: &[&'static streams::StreamDef],
+    ) -> Result<(Loader, InputState, Vec<String>), LoadError> {
+        let dialect = db.dialect();
+        let mut warnings = Vec::new();
+        let mut layouts = HashMap::new();
+        db.batch(dialect.begin())
+            .map_err(failed("cannot start a transaction"))?;
+        let prepared = (|| {
+            db.batch(&dialect.create_state_table())
+                .map_err(failed(format!("cannot create table {STATE_TABLE}")))?;
+            for def in streams {
+                let mut layout = Layout::of(def);
+                warnings.extend(layout.warnings.iter().cloned());
+                ensure_table(db.as_mut(), &mut layout, &mut warnings)?;
+                layouts.insert(def.name, layout);
+            }
+            db.batch(dialect.views())
+                .map_err(failed("cannot create the metric views"))?;
+            db.batch("COMMIT")
+                .map_err(failed("cannot commit the tables"))
+        })();
+        if let Err(e) = prepared {
+            let _ = db.batch("ROLLBACK");
+            return Err(e);
+        }
+        let state = load_state(db.as_mut())?;
+        Ok((
+            Loader {
+                db,
+                dialect,
+                layouts,
+                upserts: HashMap::new(),
+                pending: HashMap::new(),
+                staged: HashSet::new(),
+                partitions: HashSet::new(),
+                in_transaction: false,
+            },
+            state,
+            warnings,
+        ))
+    }
+
+    fn begin(&mut self) -> Result<(), LoadError> {
+        if !self.in_transaction {
+            self.db
+                .batch(self.dialect.begin())
+                .map_err(failed("cannot start a transaction"))?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    fn layout(&self, stream: &str) -> Result<&Layout, LoadError> {
+        self.layouts.get(stream).ok_or_else(|| LoadError::Db {
+            what: format!("stream {stream}"),
+            source: DbError("no table was prepared for it".into()),
+        })
+    }
+
+    fn stream_started(&mut self, sel: &Selected) -> Result<(), LoadError> {
+        if !matches!(sel.def.kind, StreamKind::FullRefresh(_)) {
+            return Ok(());
+        }
+        self.begin()?;
+        let layout = self.layout(sel.def.name)?;
+        let (create, clear) = (
+            self.dialect.create_stage(layout),
+            self.dialect.clear_stage(layout),
+        );
+        self.db
+            .batch(&format!("{create}; {clear}"))
+            .map_err(failed(format!("cannot stage table {}", sel.def.name)))?;
+        self.staged.insert(sel.def.name);
+        Ok(())
+    }
+
+    /// Upserts one record (JSON text) into its table, or its stage during a full-refresh
+    /// pass, in the open transaction (started if none is). Rows are sent in chunks, at the
+    /// latest before the next commit.
+    pub fn upsert(&mut self, stream: &'static str, data: &str) -> Result<(), LoadError> {
+        // only the top-level fields are parsed, and only those with a column
+        let fields: HashMap<String, &serde_json::value::RawValue> =
+            serde_json::from_str(data).map_err(|source| LoadError::Record { stream, source })?;
+        let layout = self.layout(stream)?;
+        let mut cells = Vec::with_capacity(layout.columns.len() + 1);
+        for col in &layout.columns {
+            let value = match fields.get(&col.field) {
+                Some(raw) => Some(
+                    serde_json::from_str::<Value>(raw.get())
+                        .map_err(|source| LoadError::Record { stream, source })?,
+                ),
+                None => None,
+            };
+            cells.push(cell(layout.table, col, value.as_ref())?);
+        }
+        if cells.first() == Some(&Cell::Null) {
+            return Err(LoadError::NoKey {
+                stream,
+                key: layout.key.field.clone(),
+            });
+        }
+        let position = |c: &Option<columns::Column>| {
+            c.as_ref()
+                .and_then(|c| layout.columns.iter().position(|x| x.name == c.name))
+        };
+        let partition_at = position(&layout.partition);
+        let version_at = position(&layout.version);
+        let partition = match (&layout.partition, partition_at.map(|i| &cells[i])) {
+            (None, _) => None,
+            (Some(_), Some(Cell::Text(t))) => Some(t.get(..7).unwrap_or_default().to_string()),
+            (Some(p), _) => {
+                return Err(LoadError::NoKey {
+                    stream,
+                    key: p.field.clone(),
+                })
+            }
+        };
+        let key = format!("{:?}/{:?}", cells[0], partition_at.map(|i| &cells[i]));
+        cells.push(Cell::Text(data.to_string()));
+        let staged = self.staged.contains(stream);
+        self.begin()?;
+        if let Some(month) = partition {
+            self.ensure_partition(stream, &month)?;
+        }
+        let pending = self.pending.entry((stream, staged)).or_default();
+        pending.add(key, cells, version_at);
+        if pending.rows.len() >= SEND_ROWS {
+            self.send_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Sends every pending row (chunks of [`CHUNKS`] rows, each statement prepared once).
+    fn send_pending(&mut self) -> Result<(), LoadError> {
+        let pending = std::mem::take(&mut self.pending);
+        for ((stream, staged), rows) in pending {
+            let mut rows = rows.rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                let left = rows.len();
+                let n = CHUNKS.iter().copied().find(|&c| c <= left).unwrap_or(1);
+                let params: Vec<Cell> = rows.by_ref().take(n).flatten().collect();
+                let sql = match self.upserts.get(&(stream, staged, n)) {
+                    Some(sql) => sql.clone(),
+                    None => {
+                        let layout = self.layout(stream)?;
+                        let into = if staged {
+                            dialect::stage_name(stream)
+                        } else {
+                            stream.to_string()
+                        };
+                        let sql = self.dialect.upsert(layout, &into, n);
+                        self.upserts.insert((stream, staged, n), sql.clone());
+                        sql
+                    }
+                };
+                self.db
+                    .execute(&sql, &params)
+                    .map_err(failed(format!("cannot write rows of table {stream}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the month partition a row goes to, once per session.
+    fn ensure_partition(&mut self, table: &'static str, month: &str) -> Result<(), LoadError> {
+        let name = format!("{table}_{month}");
+        if self.partitions.contains(&name) {
+            return Ok(());
+        }
+        let sql = self
+            .dialect
+            .create_partition(table, month)
+            .ok_or_else(|| LoadError::Db {
+                what: format!("table {table}"),
+                source: DbError(format!("{month:?} is not a month")),
+            })?;
+        self.db
+            .batch(&sql)
+            .map_err(failed(format!("cannot create partition {name}")))?;
+        self.partitions.insert(name);
+        Ok(())
+    }
+
+    fn checkpoint(
+        &mut self,
+        def: &'static streams::StreamDef,
+        state: &crate::state::StreamState,
+    ) -> Result<(), LoadError> {
+        self.begin()?;
+        self.send_pending()?;
+        if self.staged.remove(def.name) {
+            let layout = self.layout(def.name)?;
+            for sql in self.dialect.replace_from_stage(layout) {
+                self.db
+                    .batch(&sql)
+                    .map_err(failed(format!("cannot replace table {}", def.name)))?;
+            }
+        }
+        self.commit_state(def.name, &state.to_value(def))
+    }
+
+    /// Saves `state` under `key` in [`STATE_TABLE`] and commits it with every row written
+    /// since the last commit.
+    pub fn commit_state(&mut self, key: &str, state: &Value) -> Result<(), LoadError> {
+        self.begin()?;
+        self.send_pending()?;
+        let now = loop_time::format_instant(chrono::Utc::now());
+        let params = [
+            Cell::Text(key.to_string()),
+            Cell::Text(state.to_string()),
+            Cell::Text(now),
+        ];
+        let sql = self.dialect.save_state();
+        self.db
+            .execute(&sql, &params)
+            .map_err(failed(format!("cannot save the state of {key}")))?;
+        self.db
+            .batch("COMMIT")
+            .map_err(failed(format!("cannot commit {key}")))?;
+        self.in_transaction = false;
+        Ok(())
+    }
+
+    fn handle(&mut self, event: &Event) -> Result<(), LoadError> {
+        match event {
+            Event::StreamStarted(sel) => self.stream_started(sel),
+            Event::Record { stream, data } => self.upsert(stream, data.get()),
+            Event::Checkpoint { stream, state, .. } => self.checkpoint(stream, state),
+            Event::Log { level, message } => {
+                match level {
+                    Level::Warn | Level::Error => crate::output::warning_line(message),
+                    Level::Info => eprintln!("source-loop: {message}"),
+                    Level::Debug => {}
+                }
+                Ok(())
+            }
+            Event::Status { .. } | Event::Error { .. } => Ok(()),
+        }
+    }
+
+    /// Recomputes the materialized views (after a load, after webhook upserts).
+    pub fn refresh_views(&mut self) -> Result<(), LoadError> {
+        match self.dialect.refresh_views() {
+            Some(sql) => self
+                .db
+                .batch(sql)
+                .map_err(failed("cannot refresh the materialized metric views")),
+            None => Ok(()),
+        }
+    }
+
+    /// Rows per table, for the closing line.
+    pub fn row_counts(&mut self) -> Vec<(&'static str, String)> {
+        let mut tables: Vec<&'static str> = self.layouts.keys().copied().collect();
+        tables.sort();
+        tables
+            .into_iter()
+            .map(|t| {
+                let n = self
+                    .db
+                    .query_text(&format!("SELECT COUNT(*) FROM {}", dialect::quote(t)))
+                    .ok()
+                    .and_then(|rows| rows.into_iter().next())
+                    .and_then(|row| row.into_iter().next().flatten())
+                    .unwrap_or_else(|| "?".into());
+                (t, n)
+            })
+            .collect()
+    }
+}
+
+/// Pending rows are sent once this many wait (and before every commit).
+const SEND_ROWS: usize = 256;
+/// Rows per statement: the largest that fits what is pending (a few prepared statements
+/// per table cover any count).
+const CHUNKS: &[usize] = &[64, 16, 4, 1];
+
+/// Rows waiting to be sent for one table, one per key: a newer version of a key replaces
+/// the older one here already (one statement must not touch a row twice), by the same
+/// rule as the upsert (the stored version unless the new one is at least as new).
+#[derive(Default)]
+struct Pending {
+    rows: Vec<Vec<Cell>>,
+    by_key: HashMap<String, usize>,
+}
+
+impl Pending {
+    fn add(&mut self, key: String, cells: Vec<Cell>, version_at: Option<usize>) {
+        let Some(&at) = self.by_key.get(&key) else {
+            self.by_key.insert(key, self.rows.len());
+            self.rows.push(cells);
+            return;
+        };
+        let newer = match version_at.map(|v| (&self.rows[at][v], &cells[v])) {
+            None => true,
+            Some((Cell::Null, _)) => true,
+            Some((Cell::Text(old), Cell::Text(new))) => new >= old,
+            Some((Cell::Int(old), Cell::Int(new))) => new >= old,
+            Some(_) => false,
+        };
+        if newer {
+            self.rows[at] = cells;
+        }
+    }
+}
+
+/// Creates the table, or adds the columns it lacks; a column of another type is a
+/// conflict.
+fn ensure_table(
+    db: &mut dyn Database,
+    layout: &mut Layout,
+    warnings: &mut Vec<String>,
+) -> Result<(), LoadError> {
+    let dialect = db.dialect();
+    let table = layout.table;
+    let Some(existing) = db
+        .columns(table)
+        .map_err(failed(format!("cannot read the columns of table {table}")))?
+    else {
+        if dialect == Dialect::Postgres {
+            layout.partition = layout.partition_candidate();
+        }
+        return db
+            .batch(&dialect.create_table(layout))
+            .map_err(failed(format!("cannot create table {table}")));
+    };
+    // a table created partitioned stays so (and one created before, unpartitioned, too)
+    if let Some(sql) = dialect.is_partitioned_query(table) {
+        let rows = db.query_text(&sql).map_err(failed(format!(
+            "cannot read how table {table} is partitioned"
+        )))?;
+        if rows.first().and_then(|r| r.first()).cloned().flatten() != Some("0".into()) {
+            layout.partition = layout.partition_candidate();
+        }
+    }
+    let wanted: Vec<(&str, &str, columns::ColType)> = layout
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.field.as_str(), c.ty))
+        .chain([(columns::RECORD_COLUMN, "", columns::ColType::Json)])
+        .collect();
+    // every conflict before any change
+    for &(name, _, ty) in &wanted {
+        let want = dialect.reported_type(ty);
+        if let Some((_, found)) = existing.iter().find(|(n, f)| n == name && f != want) {
+            return Err(LoadError::Conflict {
+                table,
+                column: name.to_string(),
+                found: found.clone(),
+                want,
+            });
+        }
+    }
+    for &(name, field, ty) in &wanted {
+        if existing.iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        db.batch(&dialect.add_column(table, name, ty))
+            .map_err(failed(format!("cannot add column {name} to table {table}")))?;
+        db.batch(&dialect.backfill_column(table, name, field, ty))
+            .map_err(failed(format!(
+                "cannot fill the new column {name} of table {table}"
+            )))?;
+        warnings.push(format!(
+            "table {table}: added column {name} ({}) for the schema's field {field}, filled from _record",
+            dialect.type_name(ty)
+        ));
+    }
+    Ok(())
+}
+
+fn load_state(db: &mut dyn Database) -> Result<InputState, LoadError> {
+    let sql = db.dialect().load_states();
+    let rows = db
+        .query_text(&sql)
+        .map_err(failed(format!("cannot read table {STATE_TABLE}")))?;
+    let mut state = InputState::new();
+    for row in rows {
+        let (Some(Some(stream)), Some(Some(text))) = (row.first(), row.get(1)) else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(text).map_err(|e| LoadError::State {
+            stream: stream.clone(),
+            detail: e.to_string(),
+        })?;
+        state.insert(stream.clone(), v);
+    }
+    Ok(state)
+}
+
+impl Writer for Loader {
+    fn write(&mut self, event: &Event) -> io::Result<()> {
+        self.handle(event).map_err(io::Error::other)
+    }
+
+    /// Rows after the last checkpoint are not covered by a saved state: they are rolled
+    /// back, and the next run reads them again.
+    fn flush(&mut self) -> io::Result<()> {
+        if self.in_transaction {
+            self.in_transaction = false;
+            // partitions made in the rolled-back transaction are gone
+            self.partitions.clear();
+            self.pending.clear();
+            self.db
+                .batch("ROLLBACK")
+                .map_err(|e| io::Error::other(failed("cannot roll back")(e)))?;
+        }
+        self.refresh_views().map_err(io::Error::other)?;
+        let counts: Vec<String> = self
+            .row_counts()
+            .into_iter()
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect();
+        eprintln!("source-loop sync: rows now: {}", counts.join(", "));
+        Ok(())
+    }
+}
+
+/// What `sync` was asked to do, or which input is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncInputError {
+    #[error("cannot read the {what} file {}: {source}", path.display())]
+    Unreadable {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Catalog(#[from] crate::airbyte::catalog::CatalogError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+fn read_file(path: &Path, what: &'static str) -> Result<String, SyncInputError> {
+    std::fs::read_to_string(path).map_err(|source| SyncInputError::Unreadable {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `source-loop sync`: every selected stream (all of them without a catalog) into the
+/// database at `into`, resuming from the state saved there.
+pub fn sync(
+    config: &Path,
+    into: &str,
+    catalog: Option<&Path>,
+    progress: bool,
+) -> io::Result<ExitCode> {
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("source-loop sync: {e}");
+        Ok(ExitCode::from(2))
+    };
+    let (request, loader, target) = match prepare(config, into, catalog, progress) {
+        Ok(x) => x,
+        Err(e) => return fail(&e),
+    };
+    let outcome = match run::read(request, loader) {
+        Ok(o) => o,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = outcome.output {
+        eprintln!("source-loop sync: loading into {target} failed: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(if outcome.summary.all_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn prepare(
+    config: &Path,
+    into: &str,
+    catalog: Option<&Path>,
+    progress: bool,
+) -> Result<(ReadRequest, Loader, String), SyncInputError> {
+    let target = Target::parse(into)?;
+    let config = Config::from_json_str(&read_file(config, "config")?)?;
+    for w in &config.warnings {
+        crate::output::warning_line(w);
+    }
+    let journal = config.webhooks.journal_path.is_some();
+    // the catalog format is the one the project already reads (a configured catalog)
+    let selected = match catalog {
+        Some(p) => crate::airbyte::catalog::parse_configured_catalog(&read_file(p, "catalog")?)?,
+        None => streams::available(journal)
+            .map(|d| Selected::new(d, SyncMode::Incremental))
+            .collect(),
+    };
+    // every stream gets its table (the views read them), selected or not
+    let mut defs: Vec<&'static streams::StreamDef> = streams::available(journal).collect();
+    for s in &selected {
+        if !defs.iter().any(|d| d.name == s.def.name) {
+            defs.push(s.def);
+        }
+    }
+    let (loader, state, warnings) = Loader::prepare(target.connect()?, &defs)?;
+    let notes = warnings.into_iter().map(|w| (Level::Warn, w)).collect();
+    Ok((
+        ReadRequest {
+            config,
+            selected,
+            state,
+            notes,
+            progress: progress || io::stderr().is_terminal(),
+            output_gone: None,
+        },
+        loader,
+        target.display(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_keeps_the_newest_version_of_each_key() {
+        let row = |id: i64, at: &str| vec![Cell::Int(id), Cell::Text(at.into())];
+        let mut p = Pending::default();
+        p.add("1".into(), row(1, "2025-01-02T00:00:00.000Z"), Some(1));
+        p.add("1".into(), row(1, "2025-01-01T00:00:00.000Z"), Some(1));
+        p.add("2".into(), row(2, "2025-01-01T00:00:00.000Z"), Some(1));
+        p.add("2".into(), row(2, "2025-01-03T00:00:00.000Z"), Some(1));
+        assert_eq!(
+            p.rows,
+            [
+                row(1, "2025-01-02T00:00:00.000Z"),
+                row(2, "2025-01-03T00:00:00.000Z")
+            ]
+        );
+    }
+
+    #[test]
+    fn urls_name_their_database_and_passwords_never_show() {
+        assert_eq!(
+            Target::parse("sqlite:data/loop.db").unwrap(),
+            Target::Sqlite("data/loop.db".into())
+        );
+        assert_eq!(
+            Target::parse("sqlite:///tmp/x.db").unwrap(),
+            Target::Sqlite("/tmp/x.db".into())
+        );
+        let pg = Target::parse("postgres://app:s3cret@127.0.0.1:5432/loop").unwrap();
+        assert_eq!(pg.display(), "postgres://app:***@127.0.0.1:5432/loop");
+        let e = Target::parse("mysql://root:pw@h/db")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sqlite:PATH") && !e.contains("pw@"), "{e}");
+    }
+}
