@@ -4,10 +4,12 @@
 1. sync: `source-loop sync --into` of N subscriptions into SQLite and into PostgreSQL
    (a throwaway cluster of Debian's binaries), rows/s and the connector's peak RSS, next
    to `read > /dev/null` of the same data (what the loader adds).
-2. live: `source-loop serve --into`, deliveries from loop-webhook-load at a few
-   concurrencies; the applier's own summary line (receipt to committed row p50/p99).
+2. live: `source-loop serve --into`, deliveries from loop-webhook-load paced at given
+   rates (--rates, events/s); the applier's own summary line (receipt to committed row
+   p50/p99).
 
 Usage: bench/load_bench.py [--bin-dir target/release] [--sizes 100000,400000] [--events 20000]
+       [--rates 1000,5000] [--no-postgres] [--no-live | --no-sync]
 """
 import argparse, glob, json, os, shutil, signal, socket, subprocess, sys, tempfile, time
 
@@ -115,9 +117,11 @@ def bench_sync(bin_dir, sizes, pg):
     return rows
 
 
-def bench_live(bin_dir, events, pg, concurrencies):
+def bench_live(bin_dir, events, pg, rates):
+    """Webhook-to-row latency at each paced rate (events/s), concurrency enough for it."""
     for name in ["sqlite"] + (["postgres"] if pg else []):
-        for conc in concurrencies:
+        for rate_wanted in rates:
+            conc = 64
             with tempfile.TemporaryDirectory() as d:
                 cfg = config(d, "http://127.0.0.1:9")
                 url = f"sqlite:{d}/loop.db" if name == "sqlite" else pg.fresh_url()
@@ -127,7 +131,8 @@ def bench_live(bin_dir, events, pg, concurrencies):
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                 time.sleep(1.5)
                 load = subprocess.run([f"{bin_dir}/loop-webhook-load", "--url", f"http://127.0.0.1:{port}/webhooks/loop",
-                                       "--secret", SECRET, "--events", str(events), "--concurrency", str(conc)],
+                                       "--secret", SECRET, "--events", str(events), "--concurrency", str(conc),
+                                       "--rate", str(rate_wanted)],
                                       capture_output=True, text=True)
                 time.sleep(2)  # let the applier drain before stopping
                 serve.send_signal(signal.SIGTERM)
@@ -135,7 +140,7 @@ def bench_live(bin_dir, events, pg, concurrencies):
                 sent = json.loads(load.stdout.strip().splitlines()[-1]) if load.stdout.strip() else {}
                 applied = [l for l in err.splitlines() if "events applied" in l]
                 rate = sent.get("events_per_second") or sent.get("throughput_per_s") or sent
-                print(f"live {name:<8} concurrency {conc:>3}: sent {rate}; {applied[-1] if applied else err[-500:]}",
+                print(f"live {name:<8} paced at {rate_wanted:>5} events/s: sent {rate}; {applied[-1] if applied else err[-500:]}",
                       flush=True)
 
 
@@ -144,15 +149,17 @@ def main():
     ap.add_argument("--bin-dir", default="target/release")
     ap.add_argument("--sizes", default="100000,400000")
     ap.add_argument("--events", type=int, default=20000)
-    ap.add_argument("--concurrency", default="2,8")
+    ap.add_argument("--rates", default="1000,5000", help="paced delivery rates, events/s")
     ap.add_argument("--no-postgres", action="store_true")
     ap.add_argument("--no-live", action="store_true", help="only the sync benchmark")
+    ap.add_argument("--no-sync", action="store_true", help="only the live benchmark")
     a = ap.parse_args()
     pg = None if a.no_postgres else Postgres()
     try:
-        bench_sync(a.bin_dir, [int(x) for x in a.sizes.split(",")], pg)
+        if not a.no_sync:
+            bench_sync(a.bin_dir, [int(x) for x in a.sizes.split(",")], pg)
         if not a.no_live:
-            bench_live(a.bin_dir, a.events, pg, [int(x) for x in a.concurrency.split(",")])
+            bench_live(a.bin_dir, a.events, pg, [int(x) for x in a.rates.split(",")])
     finally:
         if pg:
             pg.stop()

@@ -76,6 +76,13 @@ impl Target {
         }
     }
 
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Target::Sqlite(_) => Dialect::Sqlite,
+            Target::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
     pub fn connect(&self) -> Result<Box<dyn Database>, LoadError> {
         let connect = |source| LoadError::Connect {
             target: self.display(),

@@ -37,6 +37,10 @@ struct Args {
     /// Requests in flight.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Deliveries per second, paced from the start (0: as fast as --concurrency allows).
+    /// Give enough concurrency for the rate: each request in flight holds one.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     /// Redeliveries of already-acknowledged ids, as a fraction of --events.
     #[arg(long, default_value_t = 0.05)]
     duplicate_fraction: f64,
@@ -156,6 +160,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         "--duplicate-fraction must be between 0 and 1"
     );
     let concurrency = args.concurrency.max(1);
+    anyhow::ensure!(
+        args.rate.is_finite() && args.rate >= 0.0,
+        "--rate must be a number of deliveries per second, 0 or more"
+    );
+    // The interval between two sends' scheduled times (None: unpaced).
+    let pace = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+    let sends = Arc::new(AtomicUsize::new(0));
     let run_id = format!("{:x}", Utc::now().timestamp_micros());
     let prepared: Arc<Vec<Prepared>> = Arc::new(
         (0..args.events)
@@ -197,10 +208,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let mut workers = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
         let (client, url, prepared) = (client.clone(), args.url.clone(), Arc::clone(&prepared));
-        let (next, dup_budget, acked) = (
+        let (next, dup_budget, acked, sends) = (
             Arc::clone(&next),
             Arc::clone(&dup_budget),
             Arc::clone(&acked),
+            Arc::clone(&sends),
         );
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::default();
@@ -227,6 +239,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                     }
                 };
                 let event = &prepared[index];
+                if let Some(pace) = pace {
+                    // The n-th send (over all workers) is due n intervals after the start.
+                    let n = sends.fetch_add(1, Ordering::Relaxed) as u32;
+                    tokio::time::sleep_until((started + pace * n).into()).await;
+                }
                 let sent = Instant::now();
                 let outcome = send(&client, &url, event).await;
                 tally.latencies.push(sent.elapsed());
@@ -298,6 +315,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         "max_ms": round3(total.latencies.last().copied().map_or(0.0, ms)),
         "errors": total.errors,
         "concurrency": concurrency,
+        "rate": args.rate,
         "half_open": fates.len(),
         "half_open_refused_503": fates.iter().filter(|f| f.refused).count(),
         "half_open_closed": close_times.len(),
