@@ -112,6 +112,26 @@ pub struct ReadOutcome {
     pub output: io::Result<()>,
 }
 
+impl ReadOutcome {
+    /// The exit code of a read that wrote to stdout: 0 when every stream completed, or when
+    /// the reader closed stdout (`read | head` is not an error), 1 when a stream failed;
+    /// any other output error is returned.
+    pub fn exit_code(self) -> io::Result<std::process::ExitCode> {
+        match self.output {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                return Ok(std::process::ExitCode::SUCCESS)
+            }
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+        Ok(if self.summary.all_ok() {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        })
+    }
+}
+
 /// Read the selected streams, sending every event to `writer` on its own thread.
 pub fn read<W: Writer>(request: ReadRequest, writer: W) -> Result<ReadOutcome, RunError> {
     let client = Arc::new(LoopClient::new(&request.config).map_err(RunError::Client)?);

@@ -189,14 +189,5 @@ pub fn read(
             return Ok(ExitCode::FAILURE);
         }
     };
-    match outcome.output {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-        Err(e) => return Err(e),
-        Ok(()) => {}
-    }
-    Ok(if outcome.summary.all_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    outcome.exit_code()
 }

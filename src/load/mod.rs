@@ -595,27 +595,14 @@ impl Writer for Loader {
 /// What `sync` was asked to do, or which input is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncInputError {
-    #[error("cannot read the {what} file {}: {source}", path.display())]
-    Unreadable {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Unreadable(#[from] crate::run::UnreadableFile),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Catalog(#[from] crate::airbyte::catalog::CatalogError),
     #[error(transparent)]
     Load(#[from] LoadError),
-}
-
-fn read_file(path: &Path, what: &'static str) -> Result<String, SyncInputError> {
-    std::fs::read_to_string(path).map_err(|source| SyncInputError::Unreadable {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// `source-loop sync`: every selected stream (all of them without a catalog) into the
@@ -656,14 +643,16 @@ fn prepare(
     progress: bool,
 ) -> Result<(ReadRequest, Loader, String), SyncInputError> {
     let target = Target::parse(into)?;
-    let config = Config::from_json_str(&read_file(config, "config")?)?;
+    let config = Config::from_json_str(&run::read_input_file(config, "config")?)?;
     for w in &config.warnings {
         crate::output::warning_line(w);
     }
     let journal = config.webhooks.journal_path.is_some();
     // the catalog format is the one the project already reads (a configured catalog)
     let selected = match catalog {
-        Some(p) => crate::airbyte::catalog::parse_configured_catalog(&read_file(p, "catalog")?)?,
+        Some(p) => {
+            crate::airbyte::catalog::parse_configured_catalog(&run::read_input_file(p, "catalog")?)?
+        }
         None => streams::available(journal)
             .map(|d| Selected::new(d, SyncMode::Incremental))
             .collect(),

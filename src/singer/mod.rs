@@ -315,14 +315,5 @@ fn read(args: &Args) -> io::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    match outcome.output {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-        Err(e) => return Err(e),
-        Ok(()) => {}
-    }
-    Ok(if outcome.summary.all_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    outcome.exit_code()
 }
