@@ -70,6 +70,21 @@ impl TestDb {
         }
     }
 
+    /// Empties the database: as new, for another load.
+    pub fn reset(&self) {
+        match self {
+            TestDb::Sqlite { url } => {
+                let path = url.trim_start_matches("sqlite:");
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{path}{suffix}"));
+                }
+            }
+            TestDb::Postgres { .. } => {
+                self.exec("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+            }
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self, TestDb::Postgres { .. })
     }
