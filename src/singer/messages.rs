@@ -3,6 +3,11 @@
 //! STATE with the whole `{"bookmarks": {...}}` at every checkpoint — and the engine's
 //! log lines on stderr, where Singer taps log. The last STATE always follows the last
 //! RECORD.
+//!
+//! A full-table stream's records carry the pass's table version (its start, in unix
+//! milliseconds), and an ACTIVATE_VERSION follows the pass once it completed: a target
+//! that supports it then drops the rows of older versions (customers or products deleted
+//! in Loop); a pass that failed activates nothing, so the target keeps the previous one.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -13,7 +18,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::config::MoneyType;
-use crate::event::{Event, Level};
+use crate::event::{Event, Level, StreamStatus};
 use crate::output::Writer;
 use crate::streams::{StreamDef, SyncMode};
 
@@ -72,6 +77,8 @@ pub struct SingerWriter<W: Write, L: Write> {
     state_due: bool,
     /// Reused for filtered records.
     scratch: Vec<u8>,
+    /// The table version of each full-table stream being read.
+    versions: HashMap<&'static str, i64>,
 }
 
 impl<W: Write, L: Write> SingerWriter<W, L> {
@@ -97,6 +104,7 @@ impl<W: Write, L: Write> SingerWriter<W, L> {
             bookmarks,
             state_due: true,
             scratch: Vec::new(),
+            versions: HashMap::new(),
         }
     }
 
@@ -131,6 +139,9 @@ impl<W: Write, L: Write> SingerWriter<W, L> {
         serde_json::to_writer(&mut self.out, stream)?;
         self.out.write_all(br#","record":"#)?;
         self.out.write_all(record)?;
+        if let Some(version) = self.versions.get(stream) {
+            write!(self.out, r#","version":{version}"#)?;
+        }
         write!(self.out, r#","time_extracted":"{}"}}"#, now_utc())?;
         self.state_due = true;
         self.out.write_all(b"\n")
@@ -145,6 +156,10 @@ impl<W: Write + Send + 'static, L: Write + Send + 'static> Writer for SingerWrit
                 let none = HashSet::new();
                 let dropped = self.dropped.get(sel.def.name).unwrap_or(&none);
                 let m = schema_message(sel.def, sel.mode, self.money_type, dropped);
+                if sel.mode == SyncMode::FullRefresh {
+                    let version = chrono::Utc::now().timestamp_millis();
+                    self.versions.insert(sel.def.name, version);
+                }
                 self.write_value(&m)
             }
             Event::Checkpoint { stream, state, .. } => {
@@ -157,6 +172,17 @@ impl<W: Write + Send + 'static, L: Write + Send + 'static> Writer for SingerWrit
             Event::Log { level, message } => {
                 writeln!(self.log, "tap-loop: {}: {message}", level_name(*level))
             }
+            Event::Status {
+                stream,
+                status: StreamStatus::Complete,
+            } => match self.versions.remove(stream) {
+                Some(version) => self.write_value(&json!({
+                    "type": "ACTIVATE_VERSION",
+                    "stream": stream,
+                    "version": version,
+                })),
+                None => Ok(()),
+            },
             // the writer thread already printed the error on stderr; the exit code
             // tells Meltano the run failed
             Event::Error { .. } | Event::Status { .. } => Ok(()),
@@ -290,6 +316,68 @@ mod tests {
         assert!(lines[1]["time_extracted"].as_str().unwrap().ends_with('Z'));
         // the last STATE follows the last RECORD
         assert_eq!(lines[2]["type"], "STATE");
+    }
+
+    #[test]
+    fn a_full_table_pass_versions_its_records_and_activates_only_once_complete() {
+        for (status, activated) in [
+            (StreamStatus::Complete, true),
+            (StreamStatus::Incomplete, false),
+        ] {
+            let (mut w, out) = writer(&[]);
+            let def = find("customers").unwrap();
+            w.write(&Event::StreamStarted(Selected::new(
+                def,
+                SyncMode::FullRefresh,
+            )))
+            .unwrap();
+            for id in [1, 2] {
+                w.write(&Event::Record {
+                    stream: "customers",
+                    data: raw(json!({"id": id})),
+                })
+                .unwrap();
+            }
+            w.write(&Event::Status {
+                stream: "customers",
+                status,
+            })
+            .unwrap();
+            w.flush().unwrap();
+            let lines = out.lines();
+            let version = &lines[1]["version"];
+            assert!(version.as_i64().is_some(), "{:?}", lines[1]);
+            assert_eq!(&lines[2]["version"], version, "one version per pass");
+            let activate: Vec<&Value> = lines
+                .iter()
+                .filter(|l| l["type"] == "ACTIVATE_VERSION")
+                .collect();
+            if activated {
+                assert_eq!(
+                    activate,
+                    [
+                        &json!({"type": "ACTIVATE_VERSION", "stream": "customers", "version": version})
+                    ]
+                );
+            } else {
+                assert!(activate.is_empty(), "a failed pass activates nothing");
+            }
+        }
+        // incremental streams carry no version
+        let (mut w, out) = writer(&[]);
+        let def = find("subscriptions").unwrap();
+        w.write(&Event::StreamStarted(Selected::new(
+            def,
+            SyncMode::Incremental,
+        )))
+        .unwrap();
+        w.write(&Event::Record {
+            stream: "subscriptions",
+            data: raw(json!({"id": 1})),
+        })
+        .unwrap();
+        w.flush().unwrap();
+        assert!(out.lines()[1].get("version").is_none());
     }
 
     #[test]

@@ -123,9 +123,42 @@ fn singer_read_writes_schema_records_and_bookmarks_and_ends_with_state() {
         .collect();
     assert_eq!(
         types,
-        HashSet::from(["SCHEMA", "RECORD", "STATE"]),
+        HashSet::from(["SCHEMA", "RECORD", "STATE", "ACTIVATE_VERSION"]),
         "stdout is Singer only"
     );
+    // the full-table stream's records carry the pass's version, activated after the last one
+    let customer_versions: HashSet<i64> = r
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "RECORD" && m["stream"] == "customers")
+        .map(|m| {
+            m["version"]
+                .as_i64()
+                .expect("a full-table RECORD has a version")
+        })
+        .collect();
+    assert_eq!(customer_versions.len(), 1, "one version per pass");
+    let activate_at = r
+        .messages
+        .iter()
+        .position(|m| m["type"] == "ACTIVATE_VERSION")
+        .unwrap();
+    assert_eq!(
+        r.messages[activate_at],
+        json!({"type": "ACTIVATE_VERSION", "stream": "customers",
+               "version": customer_versions.iter().next().unwrap()})
+    );
+    assert!(
+        r.messages[activate_at..]
+            .iter()
+            .all(|m| m["stream"] != "customers" || m["type"] != "RECORD"),
+        "activated after the pass's last record"
+    );
+    assert!(r
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "RECORD" && m["stream"] == "subscriptions")
+        .all(|m| m.get("version").is_none()));
     for stream in ["subscriptions", "customers"] {
         let schema_at = r
             .messages
