@@ -87,6 +87,18 @@ pub fn read_input_file(
     })
 }
 
+/// The config file parsed; its warnings (unknown keys, with a suggestion) shown on stderr.
+pub fn load_config<E>(path: &std::path::Path) -> Result<Config, E>
+where
+    E: From<UnreadableFile> + From<crate::config::ConfigError>,
+{
+    let config = Config::from_json_str(&read_input_file(path, "config")?)?;
+    for w in &config.warnings {
+        crate::output::warning_line(w);
+    }
+    Ok(config)
+}
+
 /// Everything a read needs, already parsed and validated by the front end.
 pub struct ReadRequest {
     pub config: Config,

@@ -70,6 +70,15 @@ impl StreamDef {
         }
     }
 
+    /// The webhook entity kind (`subscription`, `order`) whose newer versions fold into
+    /// this stream, if Loop sends webhooks for it.
+    pub fn webhook_kind(&self) -> Option<&'static str> {
+        match self.kind {
+            StreamKind::Incremental(w) => w.webhook_kind,
+            _ => None,
+        }
+    }
+
     /// Whether an incremental read of this stream resumes from a cursor.
     pub fn supports_incremental(&self) -> bool {
         self.cursor().is_some()
@@ -182,6 +191,12 @@ pub fn find(name: &str) -> Option<&'static StreamDef> {
     STREAMS.iter().find(|s| s.name == name)
 }
 
+/// The stream whose records a webhook about `kind` entities (`subscription`, `order`)
+/// carries newer versions of.
+pub fn for_webhook_kind(kind: &str) -> Option<&'static StreamDef> {
+    STREAMS.iter().find(|d| d.webhook_kind() == Some(kind))
+}
+
 /// The streams a sync may offer: the journal stream only when a journal is configured.
 pub fn available(journal_configured: bool) -> impl Iterator<Item = &'static StreamDef> {
     STREAMS
@@ -213,6 +228,14 @@ impl Selected {
             _ => SyncMode::FullRefresh,
         };
         Selected { def, mode }
+    }
+
+    /// Every available stream, incremental where it can be: what a front end reads when
+    /// no catalog selects streams.
+    pub fn every_stream(journal_configured: bool) -> Vec<Selected> {
+        available(journal_configured)
+            .map(|def| Selected::new(def, SyncMode::Incremental))
+            .collect()
     }
 }
 

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
-use crate::config::{Config, ConfigError};
+use crate::config::ConfigError;
 use crate::event::{Event, FailureType, Level};
 use crate::run::{self, ReadRequest};
 
@@ -81,15 +81,6 @@ fn read_file(path: &Path, what: &'static str) -> Result<String, InputError> {
     Ok(run::read_input_file(path, what)?)
 }
 
-/// The config, its warnings (unknown keys) shown on stderr.
-fn load_config(path: &Path) -> Result<Config, InputError> {
-    let config = Config::from_json_str(&read_file(path, "config")?)?;
-    for w in &config.warnings {
-        crate::output::warning_line(w);
-    }
-    Ok(config)
-}
-
 pub fn spec() -> io::Result<ExitCode> {
     let spec: Value = serde_json::from_str(SPEC_JSON).unwrap_or_default();
     print_message(&spec_message(&spec))?;
@@ -97,7 +88,7 @@ pub fn spec() -> io::Result<ExitCode> {
 }
 
 pub fn check(config: &Path) -> io::Result<ExitCode> {
-    let status = match load_config(config) {
+    let status = match run::load_config::<InputError>(config) {
         Err(e) => connection_status(false, &e.to_string()),
         Ok(config) => match run::check(config) {
             Ok(()) => connection_status(true, "connected to Loop and listed subscriptions"),
@@ -109,7 +100,7 @@ pub fn check(config: &Path) -> io::Result<ExitCode> {
 }
 
 pub fn discover(config: &Path) -> io::Result<ExitCode> {
-    match load_config(config) {
+    match run::load_config::<InputError>(config) {
         Ok(c) => {
             print_message(&catalog_message(
                 c.webhooks.journal_path.is_some(),
@@ -131,7 +122,7 @@ fn read_request(
     state: Option<&Path>,
     progress: bool,
 ) -> Result<ReadRequest, InputError> {
-    let config = load_config(config)?;
+    let config = run::load_config::<InputError>(config)?;
     let selected = parse_configured_catalog(&read_file(catalog, "catalog")?)?;
     // the warnings also go into the output, for platforms that only keep its logs
     let mut notes: Vec<(Level, String)> = config

@@ -229,11 +229,11 @@ fn session(
         let mut received = Vec::with_capacity(events.len());
         for ev in events {
             received.extend(loop_time::parse_rfc3339_ms(&ev.received_at));
-            let entity = match ev.entity_kind.as_deref() {
-                Some("subscription") => Some("subscriptions"),
-                Some("order") => Some("orders"),
-                _ => None,
-            };
+            let entity = ev
+                .entity_kind
+                .as_deref()
+                .and_then(crate::streams::for_webhook_kind)
+                .map(|def| def.name);
             if let Some(table) = entity.filter(|_| ev.payload.is_object()) {
                 let mut rec = ev.payload.clone();
                 normalizer.normalize(&mut rec);

@@ -106,7 +106,8 @@ fn column_type(field: &str, prop: &Value) -> Result<Option<ColType>, String> {
 
 impl Layout {
     pub fn of(def: &'static StreamDef) -> Layout {
-        let schema: Value = serde_json::from_str(def.schema).unwrap_or_default();
+        // columns follow the schema files' own (number) money type, whatever the output's
+        let schema = def.schema_value(crate::config::MoneyType::Number);
         let mut columns = Vec::new();
         let mut warnings = Vec::new();
         if let Some(props) = schema.get("properties").and_then(Value::as_object) {
@@ -137,9 +138,8 @@ impl Layout {
         let key = columns.remove(key_at);
         columns.insert(0, key.clone());
         let version_field = match def.kind {
-            StreamKind::Incremental(w) => Some(w.cursor),
-            StreamKind::Journal(_) => def.cursor(),
             StreamKind::FullRefresh(_) => Some("updatedAt"),
+            _ => def.cursor(),
         };
         let version = version_field.and_then(|f| columns.iter().find(|c| c.field == f).cloned());
         Layout {

@@ -158,10 +158,7 @@ impl Dialect {
     /// Fills a column added to an existing table from the records already stored.
     pub fn backfill_column(self, table: &str, name: &str, field: &str, ty: ColType) -> String {
         let value = match self {
-            Dialect::Sqlite => match ty {
-                ColType::Json => format!("json_extract({}, '$.\"{field}\"')", quote(RECORD_COLUMN)),
-                _ => format!("json_extract({}, '$.\"{field}\"')", quote(RECORD_COLUMN)),
-            },
+            Dialect::Sqlite => format!("json_extract({}, '$.\"{field}\"')", quote(RECORD_COLUMN)),
             Dialect::Postgres => match ty {
                 ColType::Json => format!("{} -> '{field}'", quote(RECORD_COLUMN)),
                 _ => format!(

@@ -40,7 +40,7 @@ use crate::event::{Event, Level};
 use crate::output::Writer;
 use crate::run::{self, ReadRequest};
 use crate::state::InputState;
-use crate::streams::{self, Selected, StreamKind, SyncMode};
+use crate::streams::{self, Selected, StreamKind};
 
 use columns::{cell, Cell, CellError, Layout};
 pub use dialect::{Database, DbError, Dialect, STATE_TABLE};
@@ -315,22 +315,21 @@ impl Loader {
                 let left = rows.len();
                 let n = CHUNKS.iter().copied().find(|&c| c <= left).unwrap_or(1);
                 let params: Vec<Cell> = rows.by_ref().take(n).flatten().collect();
-                let sql = match self.upserts.get(&(stream, staged, n)) {
-                    Some(sql) => sql.clone(),
-                    None => {
-                        let layout = self.layout(stream)?;
-                        let into = if staged {
-                            dialect::stage_name(stream)
-                        } else {
-                            stream.to_string()
-                        };
-                        let sql = self.dialect.upsert(layout, &into, n);
-                        self.upserts.insert((stream, staged, n), sql.clone());
-                        sql
-                    }
-                };
+                let statement = (stream, staged, n);
+                if !self.upserts.contains_key(&statement) {
+                    let layout = self.layout(stream)?;
+                    let into = if staged {
+                        dialect::stage_name(stream)
+                    } else {
+                        stream.to_string()
+                    };
+                    let sql = self.dialect.upsert(layout, &into, n);
+                    self.upserts.insert(statement, sql);
+                }
+                // borrowed, not copied: a chunk's statement is the text of up to 64 rows
+                let sql = &self.upserts[&statement];
                 self.db
-                    .execute(&sql, &params)
+                    .execute(sql, &params)
                     .map_err(failed(format!("cannot write rows of table {stream}")))?;
             }
         }
@@ -625,15 +624,11 @@ pub fn sync(
         Ok(o) => o,
         Err(e) => return fail(&e),
     };
-    if let Err(e) = outcome.output {
+    if let Err(e) = &outcome.output {
         eprintln!("source-loop sync: loading into {target} failed: {e}");
         return Ok(ExitCode::FAILURE);
     }
-    Ok(if outcome.summary.all_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    outcome.exit_code()
 }
 
 fn prepare(
@@ -643,19 +638,14 @@ fn prepare(
     progress: bool,
 ) -> Result<(ReadRequest, Loader, String), SyncInputError> {
     let target = Target::parse(into)?;
-    let config = Config::from_json_str(&run::read_input_file(config, "config")?)?;
-    for w in &config.warnings {
-        crate::output::warning_line(w);
-    }
+    let config: Config = run::load_config::<SyncInputError>(config)?;
     let journal = config.webhooks.journal_path.is_some();
     // the catalog format is the one the project already reads (a configured catalog)
     let selected = match catalog {
         Some(p) => {
             crate::airbyte::catalog::parse_configured_catalog(&run::read_input_file(p, "catalog")?)?
         }
-        None => streams::available(journal)
-            .map(|d| Selected::new(d, SyncMode::Incremental))
-            .collect(),
+        None => Selected::every_stream(journal),
     };
     // every stream gets its table (the views read them), selected or not
     let mut defs: Vec<&'static streams::StreamDef> = streams::available(journal).collect();

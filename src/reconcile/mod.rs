@@ -53,12 +53,8 @@ pub const EXIT_BEYOND_TOLERANCE: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    #[error("cannot read the config file {path}: {source}")]
-    ConfigFile {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    ConfigFile(#[from] crate::run::UnreadableFile),
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
     #[error("--since {0:?} is not a date: use RFC 3339, e.g. 2024-01-01T00:00:00Z, or a date such as 2024-01-01")]
@@ -160,11 +156,11 @@ pub struct Report {
     pub repaired: u64,
 }
 
+/// The webhook entity kind of a stream `Options::parse` accepted (one with webhooks).
 fn kind_of(stream: &str) -> &'static str {
-    KINDS
-        .iter()
-        .find(|k| k.0 == stream)
-        .map_or("subscription", |k| k.1)
+    streams::find(stream)
+        .and_then(StreamDef::webhook_kind)
+        .unwrap_or("subscription")
 }
 
 /// Runs one reconciliation: compares, repairs when asked, stores the run.
@@ -331,20 +327,12 @@ pub fn command(
     streams: Option<&str>,
     repair: bool,
 ) -> io::Result<ExitCode> {
-    let result = std::fs::read_to_string(config)
-        .map_err(|source| ReconcileError::ConfigFile {
-            path: config.to_path_buf(),
-            source,
-        })
-        .and_then(|text| Ok(Config::from_json_str(&text)?))
+    let result = crate::run::load_config::<ReconcileError>(config)
         .and_then(|c| Ok((c, Options::parse(since, streams, repair)?)));
     let (config, options) = match result {
         Ok(x) => x,
         Err(e) => return fail(&e),
     };
-    for w in &config.warnings {
-        crate::output::warning_line(w);
-    }
     let report = match reconcile(&config, &options) {
         Ok(r) => r,
         Err(e) => return fail(&e),

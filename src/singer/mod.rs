@@ -24,7 +24,7 @@ use crate::config::{kind, Config, ConfigError};
 use crate::event::{FailureType, Level};
 use crate::run::{self, ReadRequest};
 use crate::state::StreamStateError;
-use crate::streams::{self, Selected};
+use crate::streams::Selected;
 
 use catalog::{discovered_catalog, parse_catalog, CatalogError, FieldSelection, ParsedCatalog};
 use messages::SingerWriter;
@@ -248,10 +248,7 @@ fn read_inputs(args: &Args) -> Result<(Config, ParsedCatalog, SingerState), Inpu
             parsed
         }
         None => ParsedCatalog {
-            selected: streams::available(config.webhooks.journal_path.is_some())
-                // incremental where the stream can be (Selected::new reads the rest in full)
-                .map(|def| Selected::new(def, streams::SyncMode::Incremental))
-                .collect(),
+            selected: Selected::every_stream(config.webhooks.journal_path.is_some()),
             ..Default::default()
         },
     };

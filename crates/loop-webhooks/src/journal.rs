@@ -699,7 +699,7 @@ struct StoredEventRow {
     entity_updated_at_ms: Option<i64>,
 }
 
-fn limit_param(limit: usize) -> i64 {
+pub(crate) fn limit_param(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 

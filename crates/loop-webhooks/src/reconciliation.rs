@@ -224,8 +224,7 @@ impl JournalReader {
             "SELECT seq, generated_at_ms, within_tolerance, report FROM reconcile_runs
              WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![seq, limit], |row| {
+        let rows = stmt.query_map(params![seq, crate::journal::limit_param(limit)], |row| {
             Ok((
                 row.get::<_, i64>(0)?,
                 row.get::<_, i64>(1)?,
