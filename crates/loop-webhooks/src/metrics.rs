@@ -57,6 +57,8 @@ pub struct ReconcileMetrics {
     pub drift: IntGaugeVec,
     pub repairs: IntCounterVec,
     pub within_tolerance: IntGauge,
+    /// The journal event seq `repairs` has counted up to (scrapes take turns on it).
+    repairs_counted_to: std::sync::Arc<std::sync::Mutex<i64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -193,10 +195,16 @@ impl Metrics {
     /// that cannot be read leaves the values as they were (the receiver's own metrics
     /// report its journal's problems).
     pub fn observe_reconciliation(&self, journal: &Path) {
-        let Ok(summary) = JournalReader::open(journal).and_then(|r| r.reconcile_summary()) else {
+        let r = &self.reconcile;
+        let mut counted_to = r
+            .repairs_counted_to
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Ok(summary) =
+            JournalReader::open(journal).and_then(|j| j.reconcile_summary(*counted_to))
+        else {
             return;
         };
-        let r = &self.reconcile;
         if let Some(run) = &summary.last_run {
             r.last_run_timestamp_seconds
                 .set(run.generated_at_ms as f64 / 1000.0);
@@ -207,13 +215,12 @@ impl Metrics {
                 }
             }
         }
-        for (stream, total) in summary.repairs {
-            let c = r.repairs.with_label_values(&[&stream]);
-            let seen = i64::try_from(c.get()).unwrap_or(i64::MAX);
-            if total > seen {
-                c.inc_by((total - seen) as u64);
-            }
+        for (stream, new) in summary.repairs {
+            r.repairs
+                .with_label_values(&[&stream])
+                .inc_by(u64::try_from(new).unwrap_or(0));
         }
+        *counted_to = summary.counted_to;
     }
 
     pub fn registry(&self) -> &Registry {
@@ -284,6 +291,7 @@ impl ReconcileMetrics {
             drift,
             repairs,
             within_tolerance,
+            repairs_counted_to: Default::default(),
         }
     }
 }

@@ -144,8 +144,11 @@ pub struct StoredRun {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReconcileSummary {
     pub last_run: Option<StoredRun>,
-    /// Stream name (`subscriptions`, `orders`) → repair events in the journal.
+    /// Stream name (`subscriptions`, `orders`) → repair events in the journal after the
+    /// seq asked for, up to `counted_to`.
     pub repairs: BTreeMap<String, i64>,
+    /// The journal's last event seq when counted: the next summary counts from there.
+    pub counted_to: i64,
 }
 
 impl JournalReader {
@@ -246,8 +249,11 @@ impl JournalReader {
         Ok(out)
     }
 
-    /// The last run and the repairs made so far, for `/metrics`.
-    pub fn reconcile_summary(&self) -> Result<ReconcileSummary, JournalError> {
+    /// The last run, and the repairs journaled after event `repairs_after` (0: all), for
+    /// `/metrics`. Events are never deleted and their seq only grows (one writer at a
+    /// time), so counting from the last summary's `counted_to` reads only the new events,
+    /// not the whole journal on every scrape.
+    pub fn reconcile_summary(&self, repairs_after: i64) -> Result<ReconcileSummary, JournalError> {
         let mut summary = ReconcileSummary::default();
         if self.has_runs_table()? {
             let last_seq: Option<i64> =
@@ -257,10 +263,14 @@ impl JournalReader {
                 summary.last_run = self.runs_after(seq - 1, 1)?.into_iter().next();
             }
         }
+        let last_event: Option<i64> =
+            self.conn
+                .query_row("SELECT max(seq) FROM events", [], |row| row.get(0))?;
+        summary.counted_to = last_event.unwrap_or(0).max(repairs_after);
         for (stream, kind) in KINDS {
             let n: i64 = self.conn.query_row(
-                "SELECT count(*) FROM events WHERE topic = ?1",
-                params![repair_topic(kind)],
+                "SELECT count(*) FROM events WHERE seq > ?1 AND seq <= ?2 AND topic = ?3",
+                params![repairs_after, summary.counted_to, repair_topic(kind)],
                 |row| row.get(0),
             )?;
             summary.repairs.insert(stream.to_string(), n);
@@ -318,10 +328,14 @@ mod tests {
             !as_of.contains_key("8"),
             "8 is newer than the instant asked"
         );
-        let summary = reader.reconcile_summary().unwrap();
+        let summary = reader.reconcile_summary(0).unwrap();
         assert_eq!(summary.repairs["subscriptions"], 2);
         assert_eq!(summary.repairs["orders"], 0);
         assert!(summary.last_run.is_none());
+        // counting on from there finds no repair twice
+        let next = reader.reconcile_summary(summary.counted_to).unwrap();
+        assert_eq!(next.repairs["subscriptions"], 0);
+        assert_eq!(next.counted_to, summary.counted_to);
 
         writer
             .record_run(42, false, &serde_json::json!({"drift": 3}))
@@ -329,7 +343,7 @@ mod tests {
         let seq = writer
             .record_run(43, true, &serde_json::json!({"drift": 0}))
             .unwrap();
-        let last = reader.reconcile_summary().unwrap().last_run.unwrap();
+        let last = reader.reconcile_summary(0).unwrap().last_run.unwrap();
         assert_eq!(
             (last.seq, last.generated_at_ms, last.within_tolerance),
             (seq, 43, true)
