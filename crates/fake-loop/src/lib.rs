@@ -370,11 +370,8 @@ impl Shared {
             WebhookOnly::NewerThanApi { stream, id }
             | WebhookOnly::UnknownEntity { stream, id } => (stream, *id),
         };
-        let topic = match stream.as_str() {
-            "subscriptions" => "subscription/updated",
-            "orders" => "order/processed",
-            _ => return Err(WebhookOnlyError::NoTopic(stream.clone())),
-        };
+        let topic = webhooks::topic(stream, false)
+            .ok_or_else(|| WebhookOnlyError::NoTopic(stream.clone()))?;
         let s =
             Stream::from_name(stream).ok_or_else(|| WebhookOnlyError::NoTopic(stream.clone()))?;
         let data = self.data_read();

@@ -145,7 +145,7 @@ pub(crate) struct Outbox {
 
 /// The topic Loop sends for a new version of a record of `stream`; None for streams
 /// Loop sends no webhooks for.
-fn topic(stream: &str, created: bool) -> Option<&'static str> {
+pub(crate) fn topic(stream: &str, created: bool) -> Option<&'static str> {
     Some(match (stream, created) {
         ("subscriptions", true) => "subscription/created",
         ("subscriptions", false) => "subscription/updated",
