@@ -1,15 +1,17 @@
-//! Command line: parses arguments, hands each command to its front end, maps the outcome
-//! to an exit code. The Airbyte commands live in [`crate::airbyte`]; `serve` in
-//! [`crate::webhooks`].
+//! `source-loop`'s command line: the clap definition, and a dispatch of each subcommand to
+//! its module in [`crate::command`]. Nothing else: the commands load their inputs, run,
+//! and report; `main` maps their [`ExitStatus`] to the process's exit code.
 
 use std::io::{self, IsTerminal};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::airbyte;
-use crate::config::WebhookSettings;
+use crate::command::reconcile::ReconcileArgs;
+use crate::command::serve::ServeArgs;
+use crate::command::sync::SyncArgs;
+use crate::command::{self, read::ReadArgs, ExitStatus};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -17,11 +19,14 @@ use crate::config::WebhookSettings;
     version,
     about = "Loop Subscriptions (the Shopify subscriptions app) as an Airbyte source, with a webhook receiver",
     long_about = "Loop Subscriptions (the Shopify subscriptions app) as an Airbyte source, with a webhook receiver.\n\n\
-Three ways to run it:\n\
+Ways to run it:\n\
   * standalone:  source-loop read --config config.json --catalog catalog/configured_catalog.json > out.jsonl\n\
   * in Airbyte:  the Docker image is a custom connector (spec, check, discover, read)\n\
-  * webhooks:    source-loop serve --config config.json --listen 127.0.0.1:8080\n\
+  * in Meltano:  tap-loop, the same connector as a Singer tap (tap-loop --help)\n\
+  * a database:  source-loop sync --config config.json --into sqlite:loop.db (or postgres://...)\n\
+  * webhooks:    source-loop serve --config config.json --listen 127.0.0.1:8080 [--into sqlite:loop.db]\n\
   * reconcile:   source-loop reconcile --config config.json [--repair]\n\n\
+Exit codes: 0 done, 1 failed (a stream, the API, the database), 2 usage or a bad input file, 3 reconcile drift beyond tolerance.\n\n\
 The config file is one JSON object (README: Config reference; `source-loop spec` prints its schema), e.g.\n\
   {\"api_token\": \"YOUR_LOOP_TOKEN\", \"start_date\": \"2024-01-01\"}"
 )]
@@ -91,7 +96,8 @@ enum Command {
         into: Option<String>,
     },
     /// Compare the webhook journal with the API (subscriptions, orders): a JSON report on
-    /// stdout; exit 0 within tolerance, 2 beyond it, 1 on errors.
+    /// stdout; exit 0 within tolerance, 3 beyond it, 2 for a usage or config error, 1 when
+    /// the API or the journal failed.
     Reconcile {
         #[arg(long, value_name = "FILE", help = CONFIG_HELP)]
         config: PathBuf,
@@ -110,117 +116,54 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Spec => airbyte::spec(),
-        Command::Check { config } => airbyte::check(&config),
-        Command::Discover { config } => airbyte::discover(&config),
+    let status = match cli.command {
+        Command::Spec => command::spec::spec(),
+        Command::Check { config } => command::check::check(&[config]),
+        Command::Discover { config } => command::discover::discover(&[config]),
         Command::Read {
             config,
             catalog,
             state,
             progress,
-        } => airbyte::read(
-            &config,
-            &catalog,
-            state.as_deref(),
-            progress || io::stderr().is_terminal(),
-        ),
+        } => command::read::read(&ReadArgs {
+            config,
+            catalog,
+            state,
+            progress: progress || io::stderr().is_terminal(),
+        }),
         Command::Serve {
             config,
             listen,
             emit,
             into,
-        } => serve(&config, listen, emit, into.as_deref()),
+        } => command::serve::serve(&ServeArgs {
+            config,
+            listen,
+            emit,
+            into,
+        }),
         Command::Reconcile {
             config,
             since,
             streams,
             repair,
-        } => crate::reconcile::command(&config, since.as_deref(), Some(&streams), repair),
+        } => command::reconcile::reconcile(&ReconcileArgs {
+            config,
+            since,
+            streams,
+            repair,
+        }),
         Command::Sync {
             config,
             into,
             catalog,
             progress,
-        } => crate::load::sync(&config, &into, catalog.as_deref(), progress),
+        } => command::sync::sync(&SyncArgs {
+            config,
+            into,
+            catalog,
+            progress,
+        }),
     };
-    match result {
-        Ok(code) => code,
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("source-loop: {e}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-/// Webhook secrets may also come from the environment (comma-separated), so that they
-/// need not be written into the config file.
-const SECRETS_ENV: &str = "LOOP_WEBHOOK_SECRETS";
-
-fn serve(
-    path: &Path,
-    listen: std::net::SocketAddr,
-    emit: bool,
-    into: Option<&str>,
-) -> io::Result<ExitCode> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the config file {}: {e}", path.display()));
-    let settings = match text
-        .clone()
-        .and_then(|t| WebhookSettings::from_json_str(&t).map_err(|e| e.to_string()))
-    {
-        Ok((mut s, warnings)) => {
-            for w in warnings {
-                crate::output::warning_line(&w);
-            }
-            if let Ok(list) = std::env::var(SECRETS_ENV) {
-                s.add_secrets_from_list(&list);
-            }
-            s
-        }
-        Err(e) => {
-            eprintln!("source-loop serve: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    // `--into`: the applier normalizes money as `sync` does, so it reads the whole config
-    let applier = match into {
-        None => None,
-        Some(url) => {
-            let setup = crate::load::Target::parse(url)
-                .map_err(|e| e.to_string())
-                .and_then(|target| {
-                    let config = text.and_then(|t| {
-                        crate::config::Config::from_json_str(&t).map_err(|e| e.to_string())
-                    })?;
-                    Ok((target, config))
-                });
-            match setup {
-                Ok((target, config)) => Some(crate::load::apply::Applier::spawn(
-                    target,
-                    crate::webhooks::journal_path(&settings),
-                    crate::normalize::Normalizer {
-                        money_unit: config.sync.money_unit,
-                        money_type: config.sync.money_type,
-                    },
-                )),
-                Err(e) => {
-                    eprintln!("source-loop serve --into: {e}");
-                    return Ok(ExitCode::from(2));
-                }
-            }
-        }
-    };
-    let result = crate::webhooks::run(&settings, listen, emit);
-    if let Some(applier) = applier {
-        applier.stop();
-    }
-    match result {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(e) => {
-            eprintln!("source-loop serve: {e}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
+    ExitStatus::into(status)
 }

@@ -1,8 +1,15 @@
-//! What the sync engine produces, independent of any wire protocol. A front end's
-//! [`crate::output::Writer`] turns these into its messages (Airbyte today; Singer and a
-//! database loader plug in the same way). An event carries everything a writer needs, so
-//! a writer never looks anything up: a stream's start carries its definition and mode,
-//! a checkpoint its typed state.
+//! What a source produces, independent of any wire protocol: the sync engine (the API)
+//! and the journal tail (`serve --into`: the webhook journal). A
+//! [`crate::output::Writer`] turns these into its output (Airbyte or Singer messages,
+//! database rows, a reconciliation's collection). An event carries everything a writer
+//! needs, so a writer never looks anything up: a stream's start carries its definition and
+//! mode, a checkpoint its typed state.
+//!
+//! A position comes in two shapes. A sync's position is per stream ([`Event::Checkpoint`]:
+//! a stream's cursor, boundary and journal seq). The journal tail's position is one number
+//! for the whole journal ([`Event::JournalCheckpoint`]: the last applied `seq`), because
+//! one batch of journal events touches several tables at once and must be committed with
+//! all of them.
 
 use serde_json::value::RawValue;
 
@@ -52,6 +59,12 @@ pub enum Event {
         state: StreamState,
         /// Records emitted since the stream's previous checkpoint.
         record_count: u64,
+    },
+    /// Everything emitted before it (records of any stream) covers the webhook journal up
+    /// to and including `seq`: a writer that persists positions commits it atomically
+    /// with those records.
+    JournalCheckpoint {
+        seq: i64,
     },
     Status {
         stream: &'static str,

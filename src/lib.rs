@@ -1,18 +1,22 @@
 //! source-loop: the Loop Subscriptions Admin API as an Airbyte source, with a webhook
 //! receiver. One engine, several front ends:
 //!
-//! [`config`] → [`client`] (HTTP, pacing, retries) → [`sync`] (the engine; emits neutral
-//! [`event::Event`]s for the [`streams`] a front end selected) → an [`output::Writer`]
-//! (the front end's messages). [`run`] drives `check` and `read` once for every front
-//! end; [`airbyte`] is the Airbyte front end, [`singer`] the Singer one (`tap-loop`);
-//! [`webhooks`] wires `serve`; [`reconcile`] compares the journal with the API; [`cli`] parses
-//! arguments. docs/architecture.md draws the map.
+//! [`cli`] parses arguments → [`command`] (one module per command: inputs loaded through
+//! one loader, one exit status) → [`run`] (`check`, and `read`: [`config`] → [`client`]
+//! (HTTP, pacing, retries) → [`sync`] (the engine; neutral [`event::Event`]s for the
+//! [`streams`] selected) → an [`output::Writer`]). The writers: [`airbyte`] and
+//! [`singer`] (`tap-loop`) messages, the database [`load`]er, [`reconcile`]'s collector.
+//! [`formats`] reads the catalog and state forms; [`webhooks`] wires the receiver, whose
+//! journal is a source too ([`sync::JournalTail`], applied by `serve --into`).
+//! docs/architecture.md draws the map.
 
 pub mod airbyte;
 pub mod cli;
 pub mod client;
+pub mod command;
 pub mod config;
 pub mod event;
+pub mod formats;
 pub mod load;
 pub mod normalize;
 pub mod output;

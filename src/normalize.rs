@@ -149,6 +149,14 @@ pub struct Normalizer {
 }
 
 impl Normalizer {
+    /// The normalizer the sync settings ask for (`money_unit`, `money_type`).
+    pub fn of(sync: &crate::config::SyncSettings) -> Normalizer {
+        Normalizer {
+            money_unit: sync.money_unit,
+            money_type: sync.money_type,
+        }
+    }
+
     pub fn normalize(&self, record: &mut Value) {
         self.walk(record, None);
     }

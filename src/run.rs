@@ -1,6 +1,6 @@
-//! The commands every front end runs, written once: `check` (can we reach Loop with
-//! this config?) and `read` (config, selected streams and input state in; events out to
-//! the front end's writer; a summary and whether every stream completed back).
+//! The two things every command that calls the API runs, written once: `check` (can we
+//! reach Loop with this config?) and `read` (config, selected streams and input state in;
+//! events out to a [`Writer`]; the sync's summary and the writer's own output back).
 
 use std::io;
 use std::sync::Arc;
@@ -65,40 +65,6 @@ pub fn check(mut config: Config) -> Result<(), RunError> {
     Ok(())
 }
 
-/// An input file (config, catalog, state) that cannot be read at all.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot read the {what} file {}: {source}", path.display())]
-pub struct UnreadableFile {
-    pub what: &'static str,
-    pub path: std::path::PathBuf,
-    #[source]
-    pub source: io::Error,
-}
-
-/// The text of a front end's input file; `what` names it in the error.
-pub fn read_input_file(
-    path: &std::path::Path,
-    what: &'static str,
-) -> Result<String, UnreadableFile> {
-    std::fs::read_to_string(path).map_err(|source| UnreadableFile {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// The config file parsed; its warnings (unknown keys, with a suggestion) shown on stderr.
-pub fn load_config<E>(path: &std::path::Path) -> Result<Config, E>
-where
-    E: From<UnreadableFile> + From<crate::config::ConfigError>,
-{
-    let config = Config::from_json_str(&read_input_file(path, "config")?)?;
-    for w in &config.warnings {
-        crate::output::warning_line(w);
-    }
-    Ok(config)
-}
-
 /// Everything a read needs, already parsed and validated by the front end.
 pub struct ReadRequest {
     pub config: Config,
@@ -118,34 +84,15 @@ pub struct ReadRequest {
 const OUTPUT_WATCH_EVERY: Duration = Duration::from_millis(200);
 
 /// How a read ended.
-pub struct ReadOutcome {
+pub struct ReadOutcome<W: Writer> {
     pub summary: SyncSummary,
-    /// The output failed (a broken pipe among them): the read stopped early.
-    pub output: io::Result<()>,
-}
-
-impl ReadOutcome {
-    /// The exit code of a read that wrote to stdout: 0 when every stream completed, or when
-    /// the reader closed stdout (`read | head` is not an error), 1 when a stream failed;
-    /// any other output error is returned.
-    pub fn exit_code(self) -> io::Result<std::process::ExitCode> {
-        match self.output {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                return Ok(std::process::ExitCode::SUCCESS)
-            }
-            Err(e) => return Err(e),
-            Ok(()) => {}
-        }
-        Ok(if self.summary.all_ok() {
-            std::process::ExitCode::SUCCESS
-        } else {
-            std::process::ExitCode::FAILURE
-        })
-    }
+    /// What the writer made, or why it failed (a broken pipe among them: the read then
+    /// stopped early).
+    pub output: Result<W::Output, W::Error>,
 }
 
 /// Read the selected streams, sending every event to `writer` on its own thread.
-pub fn read<W: Writer>(request: ReadRequest, writer: W) -> Result<ReadOutcome, RunError> {
+pub fn read<W: Writer>(request: ReadRequest, writer: W) -> Result<ReadOutcome<W>, RunError> {
     let client = Arc::new(LoopClient::new(&request.config).map_err(RunError::Client)?);
     let rt = runtime()?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(EVENT_CHANNEL);
@@ -170,8 +117,9 @@ pub fn read<W: Writer>(request: ReadRequest, writer: W) -> Result<ReadOutcome, R
         engine.read(request.selected, request.state).await
     });
     drop(rt);
+    // a panic in the writer is a bug: it goes on as the panic it is
     let output = writer
         .join()
-        .unwrap_or_else(|_| Err(io::Error::other("the output thread panicked")));
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     Ok(ReadOutcome { summary, output })
 }

@@ -50,6 +50,8 @@ pub enum JournalTable {
 
 /// The journal stream's cursor: the journal's sequence number.
 pub const JOURNAL_CURSOR: &str = "seq";
+/// The stream of every journaled webhook event.
+pub const WEBHOOK_EVENTS: &str = "webhook_events";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamDef {
@@ -165,7 +167,7 @@ pub const STREAMS: &[StreamDef] = &[
         schema: include_str!("../schemas/activity_logs.json"),
     },
     StreamDef {
-        name: "webhook_events",
+        name: WEBHOOK_EVENTS,
         primary_key: "id",
         kind: StreamKind::Journal(JournalTable::Events),
         schema: include_str!("../schemas/webhook_events.json"),

@@ -38,6 +38,10 @@ impl ReceiverError {
     }
 }
 
+/// Webhook secrets may also come from the environment (comma-separated), so that they
+/// need not be written into the config file.
+pub const SECRETS_ENV: &str = "LOOP_WEBHOOK_SECRETS";
+
 /// Where `serve` journals: `journal_path`, or a file in the current directory.
 pub fn journal_path(config: &WebhookSettings) -> PathBuf {
     config

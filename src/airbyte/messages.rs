@@ -85,9 +85,11 @@ impl<'a> RecordMessage<'a> {
     }
 }
 
-/// Convert one engine event into its Airbyte message.
-pub fn to_airbyte(event: &Event) -> Value {
-    match event {
+/// Convert one engine event into its Airbyte message; `None` for the journal's position,
+/// which only `serve --into`'s applier emits and Airbyte has no message for.
+pub fn to_airbyte(event: &Event) -> Option<Value> {
+    Some(match event {
+        Event::JournalCheckpoint { .. } => return None,
         Event::StreamStarted(sel) => stream_status(sel.def.name, "STARTED"),
         // (a record of JSON values always serializes)
         Event::Record { stream, data } => {
@@ -132,7 +134,7 @@ pub fn to_airbyte(event: &Event) -> Value {
                 "trace": {"type": "ERROR", "emitted_at": now_ms() as f64, "error": error}
             })
         }
-    }
+    })
 }
 
 /// Writes one Airbyte message per line. Flushes after every STATE and error so a
@@ -153,20 +155,25 @@ impl<W: Write> AirbyteWriter<W> {
 }
 
 impl<W: Write + Send + 'static> Writer for AirbyteWriter<W> {
+    type Output = ();
+    type Error = io::Error;
+
     fn write(&mut self, e: &Event) -> io::Result<()> {
         if let Event::Record { stream, data } = e {
             // the hot path: serialized in place, no intermediate Value
             serde_json::to_writer(&mut self.out, &RecordMessage::new(stream, data))?;
             return self.out.write_all(b"\n");
         }
-        self.write_value(&to_airbyte(e))?;
+        if let Some(message) = to_airbyte(e) {
+            self.write_value(&message)?;
+        }
         if matches!(e, Event::Checkpoint { .. } | Event::Error { .. }) {
             self.out.flush()?;
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn finish(mut self) -> io::Result<()> {
         self.out.flush()
     }
 }

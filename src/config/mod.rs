@@ -542,6 +542,34 @@ impl Config {
     }
 }
 
+/// What `serve` reads from the config file: the receiver's settings and how records are
+/// normalized (`serve --into`), with the API token not required.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    pub webhooks: WebhookSettings,
+    pub sync: SyncSettings,
+    pub warnings: Vec<String>,
+}
+
+impl ReceiverConfig {
+    pub fn from_value(value: &Value) -> Result<ReceiverConfig, ConfigError> {
+        let Value::Object(m) = value else {
+            return Err(ConfigError {
+                problems: vec![format!(
+                    "the config must be a JSON object, got {}",
+                    kind(value)
+                )],
+            });
+        };
+        let s = read_sections(m, false)?;
+        Ok(ReceiverConfig {
+            webhooks: s.webhooks,
+            sync: s.sync,
+            warnings: s.warnings,
+        })
+    }
+}
+
 impl WebhookSettings {
     /// The receiver's settings from the same config file `read` uses, and the warnings
     /// about it. `serve` never calls the API, so `api_token` may be absent; every other

@@ -1,9 +1,10 @@
-//! `serve --into URL`: the webhook applier. It tails the journal by `seq` and upserts
-//! every journaled subscription and order version into the loader's tables by the same
-//! newest-wins rule as `sync`, and every event into `webhook_events`.
+//! `serve --into URL`: the webhook applier. It tails the journal by `seq`
+//! ([`JournalTail`], a source like the API) and writes its events to the same [`Loader`]
+//! a sync writes to: every journaled subscription and order version is upserted by the
+//! same newest-wins rule as `sync`, and every event into `webhook_events`.
 //!
 //! The journal stays the source of truth. The applier keeps the last applied `seq` in
-//! the target database ([`APPLIED_KEY`] in the state table), committed in the same
+//! the target database ([`JOURNAL_APPLIED_KEY`] in the state table), committed in the same
 //! transaction as the rows of that batch, so nothing is applied twice and nothing is
 //! skipped: when the database is down, deliveries are still acknowledged and journaled,
 //! the applier retries with a capped backoff, and it resumes from the database's own
@@ -17,15 +18,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use loop_webhooks::JournalReader;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::{LoadError, Loader, Target};
+use super::{LoadError, Loader, Target, JOURNAL_APPLIED_KEY};
+use crate::event::Event;
 use crate::normalize::Normalizer;
+use crate::output::Writer;
 use crate::streams::STREAMS;
-
-/// The state-table row holding the last applied journal `seq`.
-pub const APPLIED_KEY: &str = "webhooks:applied";
+use crate::sync::JournalTail;
 /// Events applied per transaction.
 const BATCH: usize = 500;
 /// How often an idle applier looks for new events (bounds webhook-to-row latency).
@@ -196,7 +196,10 @@ fn run(target: &Target, journal: &std::path::Path, normalizer: &Normalizer, stop
     }
 }
 
-/// One connection's life: prepare the tables, then apply batches until stopped.
+/// One connection's life: prepare the tables, then apply batches until stopped. The
+/// journal is a source like the API: its batches are neutral events written to the
+/// loader, and each ends in a [`crate::event::Event::JournalCheckpoint`] that the loader
+/// commits with the batch's rows.
 fn session(
     target: &Target,
     journal: &std::path::Path,
@@ -207,13 +210,14 @@ fn session(
     refresher: Option<&ViewRefresher>,
 ) -> Result<(), ApplyError> {
     let defs: Vec<_> = STREAMS.iter().collect();
-    let (mut loader, state, _warnings) = Loader::prepare(target.connect()?, &defs)?;
+    let (loader, state, _warnings) = Loader::prepare(target.connect()?, &defs)?;
+    let mut loader = loader.warn_on_unstorable();
     let mut seq = state
-        .get(APPLIED_KEY)
+        .get(JOURNAL_APPLIED_KEY)
         .and_then(|v| v.get("seq"))
         .and_then(Value::as_i64)
         .unwrap_or(0);
-    let reader = JournalReader::open(journal)?;
+    let tail = JournalTail::open(journal, *normalizer)?;
     if std::mem::take(failing) {
         eprintln!(
             "source-loop serve: webhooks into {}: connected; applying from journal seq {seq}",
@@ -221,41 +225,19 @@ fn session(
         );
     }
     while !stop.load(Ordering::Relaxed) {
-        let events = reader.events_after(seq, BATCH)?;
-        let Some(last) = events.last().map(|e| e.seq) else {
+        let batch = tail.next_batch(seq, BATCH)?;
+        let Some(&Event::JournalCheckpoint { seq: last }) = batch.events.last() else {
             std::thread::sleep(IDLE_POLL);
             continue;
         };
-        let mut received = Vec::with_capacity(events.len());
-        for ev in events {
-            received.extend(loop_time::parse_rfc3339_ms(&ev.received_at));
-            let entity = ev
-                .entity_kind
-                .as_deref()
-                .and_then(crate::streams::for_webhook_kind)
-                .map(|def| def.name);
-            if let Some(table) = entity.filter(|_| ev.payload.is_object()) {
-                let mut rec = ev.payload.clone();
-                normalizer.normalize(&mut rec);
-                match loader.upsert(table, &rec.to_string()) {
-                    // the event is still kept whole in webhook_events
-                    Err(e @ (LoadError::Cell(_) | LoadError::NoKey { .. })) => {
-                        crate::output::warning_line(&format!(
-                            "webhook seq {}: not applied to {table}: {e}",
-                            ev.seq
-                        ))
-                    }
-                    other => other?,
-                }
-            }
-            let mut rec = crate::sync::event_record(ev);
-            normalizer.normalize(&mut rec);
-            loader.upsert("webhook_events", &rec.to_string())?;
+        for event in &batch.events {
+            loader.write(event)?;
         }
-        loader.commit_state(APPLIED_KEY, &json!({ "seq": last }))?;
         seq = last;
         let now = chrono::Utc::now().timestamp_millis();
-        latencies.ms.extend(received.into_iter().map(|t| now - t));
+        latencies
+            .ms
+            .extend(batch.received_ms.into_iter().map(|t| now - t));
         if let Some(refresher) = refresher {
             refresher.mark_stale();
         }

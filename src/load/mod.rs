@@ -29,16 +29,12 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, IsTerminal};
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::config::Config;
-use crate::event::{Event, Level};
+use crate::event::{Event, FailureType, Level};
 use crate::output::Writer;
-use crate::run::{self, ReadRequest};
 use crate::state::InputState;
 use crate::streams::{self, Selected, StreamKind};
 
@@ -146,6 +142,22 @@ pub enum LoadError {
     State { stream: String, detail: String },
 }
 
+impl LoadError {
+    /// Who acts: a URL or a table layout is the user's to fix; a database that cannot be
+    /// reached or fails is worth retrying.
+    pub fn failure_type(&self) -> FailureType {
+        match self {
+            LoadError::Url(_) | LoadError::Conflict { .. } | LoadError::State { .. } => {
+                FailureType::Config
+            }
+            LoadError::Connect { .. } | LoadError::Db { .. } => FailureType::Transient,
+            LoadError::Cell(_) | LoadError::Record { .. } | LoadError::NoKey { .. } => {
+                FailureType::System
+            }
+        }
+    }
+}
+
 fn failed(what: impl Into<String>) -> impl FnOnce(DbError) -> LoadError {
     let what = what.into();
     move |source| LoadError::Db { what, source }
@@ -166,6 +178,21 @@ pub struct Loader {
     /// Month partitions created or seen in this session (Postgres).
     partitions: HashSet<String>,
     in_transaction: bool,
+    unstorable: Unstorable,
+}
+
+/// The state-table row holding the last applied journal `seq` ([`Event::JournalCheckpoint`]).
+pub const JOURNAL_APPLIED_KEY: &str = "webhooks:applied";
+
+/// What the loader does with a record it cannot store (a value that does not fit its
+/// column, no key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unstorable {
+    /// Stop with the error: a sync's records were validated, so this is a real fault.
+    Fail,
+    /// Warn and go on: a webhook payload is not validated, and the event is kept whole
+    /// in `webhook_events` anyway (`serve --into`).
+    Warn,
 }
 
 impl Loader {
@@ -210,10 +237,17 @@ impl Loader {
                 staged: HashSet::new(),
                 partitions: HashSet::new(),
                 in_transaction: false,
+                unstorable: Unstorable::Fail,
             },
             state,
             warnings,
         ))
+    }
+
+    /// Records that cannot be stored are warned about instead of failing the load.
+    pub fn warn_on_unstorable(mut self) -> Loader {
+        self.unstorable = Unstorable::Warn;
+        self
     }
 
     fn begin(&mut self) -> Result<(), LoadError> {
@@ -253,7 +287,7 @@ impl Loader {
     /// Upserts one record (JSON text) into its table, or its stage during a full-refresh
     /// pass, in the open transaction (started if none is). Rows are sent in chunks, at the
     /// latest before the next commit.
-    pub fn upsert(&mut self, stream: &'static str, data: &str) -> Result<(), LoadError> {
+    fn upsert(&mut self, stream: &'static str, data: &str) -> Result<(), LoadError> {
         // only the top-level fields are parsed, and only those with a column
         let fields: HashMap<String, &serde_json::value::RawValue> =
             serde_json::from_str(data).map_err(|source| LoadError::Record { stream, source })?;
@@ -376,7 +410,7 @@ impl Loader {
 
     /// Saves `state` under `key` in [`STATE_TABLE`] and commits it with every row written
     /// since the last commit.
-    pub fn commit_state(&mut self, key: &str, state: &Value) -> Result<(), LoadError> {
+    fn commit_state(&mut self, key: &str, state: &Value) -> Result<(), LoadError> {
         self.begin()?;
         self.send_pending()?;
         let now = loop_time::format_instant(chrono::Utc::now());
@@ -399,8 +433,21 @@ impl Loader {
     fn handle(&mut self, event: &Event) -> Result<(), LoadError> {
         match event {
             Event::StreamStarted(sel) => self.stream_started(sel),
-            Event::Record { stream, data } => self.upsert(stream, data.get()),
+            Event::Record { stream, data } => match self.upsert(stream, data.get()) {
+                // a webhook's payload was never validated: the event is still kept whole
+                // in webhook_events, and the stream's next sync brings the API's version
+                Err(e @ (LoadError::Cell(_) | LoadError::NoKey { .. }))
+                    if self.unstorable == Unstorable::Warn =>
+                {
+                    crate::output::warning_line(&format!("not applied to {stream}: {e}"));
+                    Ok(())
+                }
+                other => other,
+            },
             Event::Checkpoint { stream, state, .. } => self.checkpoint(stream, state),
+            Event::JournalCheckpoint { seq } => {
+                self.commit_state(JOURNAL_APPLIED_KEY, &serde_json::json!({ "seq": seq }))
+            }
             Event::Log { level, message } => {
                 match level {
                     Level::Warn | Level::Error => crate::output::warning_line(message),
@@ -563,14 +610,38 @@ fn load_state(db: &mut dyn Database) -> Result<InputState, LoadError> {
     Ok(state)
 }
 
+/// What a load left behind, for the command's closing line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadSummary {
+    /// Rows per table after the load, by table name (`None`: the count failed).
+    pub row_counts: Vec<(&'static str, Option<i64>)>,
+}
+
+impl std::fmt::Display for LoadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let counts: Vec<String> = self
+            .row_counts
+            .iter()
+            .map(|(t, n)| match n {
+                Some(n) => format!("{t} {n}"),
+                None => format!("{t} ?"),
+            })
+            .collect();
+        write!(f, "rows now: {}", counts.join(", "))
+    }
+}
+
 impl Writer for Loader {
-    fn write(&mut self, event: &Event) -> io::Result<()> {
-        self.handle(event).map_err(io::Error::other)
+    type Output = LoadSummary;
+    type Error = LoadError;
+
+    fn write(&mut self, event: &Event) -> Result<(), LoadError> {
+        self.handle(event)
     }
 
     /// Rows after the last checkpoint are not covered by a saved state: they are rolled
     /// back, and the next run reads them again.
-    fn flush(&mut self) -> io::Result<()> {
+    fn finish(mut self) -> Result<LoadSummary, LoadError> {
         if self.in_transaction {
             self.in_transaction = false;
             // partitions made in the rolled-back transaction are gone
@@ -578,96 +649,17 @@ impl Writer for Loader {
             self.pending.clear();
             self.db
                 .batch("ROLLBACK")
-                .map_err(|e| io::Error::other(failed("cannot roll back")(e)))?;
+                .map_err(failed("cannot roll back"))?;
         }
-        self.refresh_views().map_err(io::Error::other)?;
-        let counts: Vec<String> = self
-            .row_counts()
-            .into_iter()
-            .map(|(t, n)| format!("{t} {n}"))
-            .collect();
-        eprintln!("source-loop sync: rows now: {}", counts.join(", "));
-        Ok(())
+        self.refresh_views()?;
+        let row_counts = self.row_counts();
+        Ok(LoadSummary {
+            row_counts: row_counts
+                .into_iter()
+                .map(|(t, n)| (t, n.parse().ok()))
+                .collect(),
+        })
     }
-}
-
-/// What `sync` was asked to do, or which input is wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum SyncInputError {
-    #[error(transparent)]
-    Unreadable(#[from] crate::run::UnreadableFile),
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    #[error(transparent)]
-    Catalog(#[from] crate::airbyte::catalog::CatalogError),
-    #[error(transparent)]
-    Load(#[from] LoadError),
-}
-
-/// `source-loop sync`: every selected stream (all of them without a catalog) into the
-/// database at `into`, resuming from the state saved there.
-pub fn sync(
-    config: &Path,
-    into: &str,
-    catalog: Option<&Path>,
-    progress: bool,
-) -> io::Result<ExitCode> {
-    let fail = |e: &dyn std::fmt::Display| {
-        eprintln!("source-loop sync: {e}");
-        Ok(ExitCode::from(2))
-    };
-    let (request, loader, target) = match prepare(config, into, catalog, progress) {
-        Ok(x) => x,
-        Err(e) => return fail(&e),
-    };
-    let outcome = match run::read(request, loader) {
-        Ok(o) => o,
-        Err(e) => return fail(&e),
-    };
-    if let Err(e) = &outcome.output {
-        eprintln!("source-loop sync: loading into {target} failed: {e}");
-        return Ok(ExitCode::FAILURE);
-    }
-    outcome.exit_code()
-}
-
-fn prepare(
-    config: &Path,
-    into: &str,
-    catalog: Option<&Path>,
-    progress: bool,
-) -> Result<(ReadRequest, Loader, String), SyncInputError> {
-    let target = Target::parse(into)?;
-    let config: Config = run::load_config::<SyncInputError>(config)?;
-    let journal = config.webhooks.journal_path.is_some();
-    // the catalog format is the one the project already reads (a configured catalog)
-    let selected = match catalog {
-        Some(p) => {
-            crate::airbyte::catalog::parse_configured_catalog(&run::read_input_file(p, "catalog")?)?
-        }
-        None => Selected::every_stream(journal),
-    };
-    // every stream gets its table (the views read them), selected or not
-    let mut defs: Vec<&'static streams::StreamDef> = streams::available(journal).collect();
-    for s in &selected {
-        if !defs.iter().any(|d| d.name == s.def.name) {
-            defs.push(s.def);
-        }
-    }
-    let (loader, state, warnings) = Loader::prepare(target.connect()?, &defs)?;
-    let notes = warnings.into_iter().map(|w| (Level::Warn, w)).collect();
-    Ok((
-        ReadRequest {
-            config,
-            selected,
-            state,
-            notes,
-            progress: progress || io::stderr().is_terminal(),
-            output_gone: None,
-        },
-        loader,
-        target.display(),
-    ))
 }
 
 #[cfg(test)]

@@ -3,8 +3,7 @@
 //! entity.
 
 use std::collections::HashMap;
-use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -31,7 +30,7 @@ struct Collected {
 }
 
 struct Collector {
-    collected: Arc<Mutex<Collected>>,
+    collected: Collected,
     journal: Arc<JournalVersions>,
 }
 
@@ -43,8 +42,11 @@ struct RecordKeys {
 }
 
 impl Writer for Collector {
-    fn write(&mut self, event: &Event) -> io::Result<()> {
-        let mut c = self.collected.lock().unwrap_or_else(|e| e.into_inner());
+    type Output = Collected;
+    type Error = std::convert::Infallible;
+
+    fn write(&mut self, event: &Event) -> Result<(), Self::Error> {
+        let c = &mut self.collected;
         match event {
             Event::Record { stream, data } => {
                 let keys = serde_json::from_str::<RecordKeys>(data.get()).ok();
@@ -79,8 +81,8 @@ impl Writer for Collector {
         Ok(())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+    fn finish(self) -> Result<Collected, Self::Error> {
+        Ok(self.collected)
     }
 }
 
@@ -94,7 +96,6 @@ pub(super) fn read_api(
     let mut config = config.clone();
     config.sync.start_date = start;
     config.webhooks.journal_path = None;
-    let collected = Arc::new(Mutex::new(Collected::default()));
     let request = ReadRequest {
         config,
         selected: defs
@@ -107,14 +108,11 @@ pub(super) fn read_api(
         output_gone: None,
     };
     let collector = Collector {
-        collected: Arc::clone(&collected),
+        collected: Collected::default(),
         journal: Arc::clone(journal),
     };
     let outcome = run::read(request, collector)?;
-    let mut c = std::mem::take(&mut *collected.lock().unwrap_or_else(|e| e.into_inner()));
-    outcome
-        .output
-        .map_err(|e| ReconcileError::Api(e.to_string()))?;
+    let Ok(mut c) = outcome.output;
     if !outcome.summary.all_ok() || !c.errors.is_empty() {
         c.errors.extend(
             outcome

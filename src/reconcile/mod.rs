@@ -29,9 +29,7 @@ mod collect;
 mod compare;
 
 use std::collections::BTreeMap;
-use std::io::{self, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -41,6 +39,7 @@ use loop_webhooks::reconciliation::{Repair, RepairWriter, KINDS};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::event::FailureType;
 use crate::run::RunError;
 use crate::streams::{self, StreamDef};
 use collect::{read_api, JournalVersions};
@@ -48,15 +47,8 @@ pub use compare::{
     allowed_drift, compare, ApiVersion, ApiVersions, Difference, JournalOnly, Range, StreamReport,
 };
 
-/// Exit code when the drift exceeds the tolerance (0: within, 1: an error).
-pub const EXIT_BEYOND_TOLERANCE: u8 = 2;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    #[error(transparent)]
-    ConfigFile(#[from] crate::run::UnreadableFile),
-    #[error("{0}")]
-    Config(#[from] crate::config::ConfigError),
     #[error("--since {0:?} is not a date: use RFC 3339, e.g. 2024-01-01T00:00:00Z, or a date such as 2024-01-01")]
     Since(String),
     #[error("--streams: {0:?} is not a stream with webhooks; reconcile compares {streams}", streams = KINDS.map(|k| k.0).join(", "))]
@@ -79,6 +71,23 @@ pub enum ReconcileError {
     Run(#[from] RunError),
     #[error("reading the API failed: {0}")]
     Api(String),
+}
+
+impl ReconcileError {
+    /// Who acts: an option, the config or a journal that is not there yet is the user's
+    /// to fix; the API and the journal failing are worth retrying.
+    pub fn failure_type(&self) -> FailureType {
+        match self {
+            ReconcileError::Since(_)
+            | ReconcileError::Stream(_)
+            | ReconcileError::NoJournalPath
+            | ReconcileError::JournalMissing(_)
+            | ReconcileError::EmptyRange { .. } => FailureType::Config,
+            ReconcileError::EmptyJournal(_) | ReconcileError::Api(_) => FailureType::Transient,
+            ReconcileError::Journal { .. } => FailureType::System,
+            ReconcileError::Run(e) => e.failure_type(),
+        }
+    }
 }
 
 /// What to compare, from the command line.
@@ -321,50 +330,6 @@ pub fn reconcile(config: &Config, options: &Options) -> Result<Report, Reconcile
 
 /// The `reconcile` command: the report on stdout, a summary on stderr, the exit code
 /// (never an `Err`: `cli::main` would turn one into 2, which means "beyond tolerance").
-pub fn command(
-    config: &Path,
-    since: Option<&str>,
-    streams: Option<&str>,
-    repair: bool,
-) -> io::Result<ExitCode> {
-    let result = crate::run::load_config::<ReconcileError>(config)
-        .and_then(|c| Ok((c, Options::parse(since, streams, repair)?)));
-    let (config, options) = match result {
-        Ok(x) => x,
-        Err(e) => return fail(&e),
-    };
-    let report = match reconcile(&config, &options) {
-        Ok(r) => r,
-        Err(e) => return fail(&e),
-    };
-    eprintln!("{}", summary(&report));
-    let printed = (|| {
-        let mut out = io::stdout().lock();
-        serde_json::to_writer(&mut out, &report).map_err(io::Error::other)?;
-        writeln!(out)?;
-        out.flush()
-    })();
-    // The run is stored either way; a reader that went away (`| head`) does not change
-    // the verdict, any other output failure is an error.
-    match printed {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-            eprintln!("source-loop reconcile: error: cannot write the report to stdout: {e}");
-            return Ok(ExitCode::FAILURE);
-        }
-        _ => {}
-    }
-    Ok(if report.within_tolerance {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_BEYOND_TOLERANCE)
-    })
-}
-
-fn fail(e: &ReconcileError) -> io::Result<ExitCode> {
-    eprintln!("source-loop reconcile: error: {e}");
-    Ok(ExitCode::FAILURE)
-}
-
 /// The human summary: one line per stream and a verdict.
 pub fn summary(r: &Report) -> String {
     let mut lines = vec![format!("source-loop reconcile: {} → {}", r.since, r.until)];
@@ -389,7 +354,7 @@ pub fn summary(r: &Report) -> String {
         )
     } else {
         format!(
-            "  drift {} BEYOND tolerance ({} allowed): exit {EXIT_BEYOND_TOLERANCE}",
+            "  drift {} BEYOND tolerance ({} allowed)",
             r.drift, r.tolerance.allowed
         )
     });

@@ -23,7 +23,7 @@ use crate::output::Writer;
 use crate::streams::{StreamDef, SyncMode};
 
 use super::catalog::FieldSelection;
-use super::state::to_bookmark;
+use crate::formats::bookmarks::to_bookmark;
 
 /// The SCHEMA message of a stream as this run emits it: its schema without the
 /// deselected fields, its key, and its bookmark field when read incrementally.
@@ -149,6 +149,9 @@ impl<W: Write, L: Write> SingerWriter<W, L> {
 }
 
 impl<W: Write + Send + 'static, L: Write + Send + 'static> Writer for SingerWriter<W, L> {
+    type Output = ();
+    type Error = io::Error;
+
     fn write(&mut self, e: &Event) -> io::Result<()> {
         match e {
             Event::Record { stream, data } => self.write_record(stream, data),
@@ -185,11 +188,12 @@ impl<W: Write + Send + 'static, L: Write + Send + 'static> Writer for SingerWrit
             },
             // the writer thread already printed the error on stderr; the exit code
             // tells Meltano the run failed
-            Event::Error { .. } | Event::Status { .. } => Ok(()),
+            // (only `serve --into`'s applier emits a journal position)
+            Event::Error { .. } | Event::Status { .. } | Event::JournalCheckpoint { .. } => Ok(()),
         }
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn finish(mut self) -> io::Result<()> {
         if self.state_due {
             self.write_state()?;
         }
@@ -302,7 +306,7 @@ mod tests {
             data: raw(rec.clone()),
         })
         .unwrap();
-        w.flush().unwrap();
+        w.finish().unwrap();
         let lines = out.lines();
         assert_eq!(lines[0]["type"], "SCHEMA");
         assert!(lines[0]["schema"]["properties"].get("status").is_none());
@@ -343,7 +347,7 @@ mod tests {
                 status,
             })
             .unwrap();
-            w.flush().unwrap();
+            w.finish().unwrap();
             let lines = out.lines();
             let version = &lines[1]["version"];
             assert!(version.as_i64().is_some(), "{:?}", lines[1]);
@@ -376,7 +380,7 @@ mod tests {
             data: raw(json!({"id": 1})),
         })
         .unwrap();
-        w.flush().unwrap();
+        w.finish().unwrap();
         assert!(out.lines()[1].get("version").is_none());
     }
 
@@ -404,7 +408,7 @@ mod tests {
             record_count: 0,
         })
         .unwrap();
-        w.flush().unwrap();
+        w.finish().unwrap();
         let lines = out.lines();
         assert_eq!(lines.len(), 1, "no second STATE without a RECORD after it");
         let b = &lines[0]["value"]["bookmarks"];

@@ -41,9 +41,10 @@ mod incremental;
 mod journal;
 mod pager;
 mod planner;
+mod tail;
 
 pub use full_refresh::FULL_REFRESH_TRACKED;
-pub use journal::event_record;
+pub use tail::{JournalTail, TailBatch};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -314,10 +315,7 @@ impl Engine {
             def,
             self.sink.clone(),
             self.output_gone.clone(),
-            Normalizer {
-                money_unit: self.config.sync.money_unit,
-                money_type: self.config.sync.money_type,
-            },
+            Normalizer::of(&self.config.sync),
             None,
             self.config.sync.on_invalid_record,
         );

@@ -130,7 +130,7 @@ fn bad_config_catalog_and_state_are_config_errors() {
     write_config(dir.path(), &server, json!({"page_size": 500}));
     write_catalog(dir.path(), &["subscriptions"]);
     let r = read(dir.path(), None);
-    assert_eq!(r.code, Some(1));
+    assert_eq!(r.code, Some(2));
     let e = r.errors();
     assert_eq!(e[0]["failure_type"], "config_error");
     assert!(e[0]["message"].as_str().unwrap().contains("page_size"));
@@ -142,7 +142,7 @@ fn bad_config_catalog_and_state_are_config_errors() {
     )
     .unwrap();
     let r = read(dir.path(), None);
-    assert_eq!(r.code, Some(1));
+    assert_eq!(r.code, Some(2));
     let msg = r.errors()[0]["message"].as_str().unwrap().to_string();
     assert!(
         msg.contains("refunds") && msg.contains("subscriptions"),
@@ -160,7 +160,7 @@ fn bad_config_catalog_and_state_are_config_errors() {
         "--state",
         p(&dir.path().join("state.json")),
     ]);
-    assert_eq!(r.code, Some(1));
+    assert_eq!(r.code, Some(2));
     assert_eq!(r.errors()[0]["failure_type"], "config_error");
     assert!(r.errors()[0]["message"].as_str().unwrap().contains("state"));
 
@@ -296,7 +296,7 @@ fn a_failed_read_says_why_on_stderr_too() {
         &json!({"start_date": "2024-13-01"}),
     );
     let r = read(dir.path(), None);
-    assert_eq!(r.code, Some(1));
+    assert_eq!(r.code, Some(2));
     assert!(
         r.stderr.contains("api_token") && r.stderr.contains("start_date"),
         "{}",
@@ -317,7 +317,7 @@ fn a_failed_read_says_why_on_stderr_too() {
 }
 
 #[test]
-fn help_shows_the_three_ways_to_run_and_what_every_flag_takes() {
+fn help_shows_every_way_to_run_the_exit_codes_and_what_every_flag_takes() {
     let help = |args: &[&str]| {
         let out = std::process::Command::new(bin())
             .args(args)
@@ -326,7 +326,19 @@ fn help_shows_the_three_ways_to_run_and_what_every_flag_takes() {
         assert!(out.status.success(), "{args:?}");
         String::from_utf8(out.stdout).unwrap()
     };
-    insta::assert_snapshot!("help", help(&["--help"]));
+    let top = help(&["--help"]);
+    for way in [
+        "read",
+        "Airbyte",
+        "tap-loop",
+        "sync",
+        "serve",
+        "reconcile",
+        "Exit codes",
+    ] {
+        assert!(top.contains(way), "{way} missing from --help:\n{top}");
+    }
+    insta::assert_snapshot!("help", top);
     insta::assert_snapshot!("read_help", help(&["read", "--help"]));
     // --progress only where it does something
     let check = help(&["check", "--help"]);
@@ -367,7 +379,7 @@ fn config_typos_are_warned_about_with_a_suggestion() {
         json!({"rate_limits": {"subscriptions": {"requests": 1, "per_seconds": 1}}}),
     );
     let r = read(dir.path(), None);
-    assert_eq!(r.code, Some(1));
+    assert_eq!(r.code, Some(2));
     assert!(
         r.stderr.contains("`rate_limits.subscriptions` is not one of Loop's endpoints: did you mean `subscription`?"),
         "{}",

@@ -348,3 +348,68 @@ proptest! {
         kill_resume_case(Protocol::Airbyte, seed, order, kills, churn);
     }
 }
+
+/// Kills `protocol`'s read (SIGKILL) once `kill_after` bytes of its stdout were read, then
+/// reads what is left in the pipe: the bytes the killed process had written. Returns
+/// (whether the output ends inside a line, the length of that last line).
+fn kill_after_bytes(protocol: Protocol, dir: &std::path::Path, kill_after: usize) -> (bool, usize) {
+    use std::io::Read;
+    let (bin, args) = read_command(protocol, dir, None);
+    let mut child = std::process::Command::new(bin)
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut all = Vec::new();
+    let mut chunk = [0u8; 1024];
+    // a slow reader: the writer blocks on a full pipe, mid-write, where a kill cuts
+    while all.len() < kill_after {
+        match out.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => all.extend_from_slice(&chunk[..n]),
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    out.read_to_end(&mut all).unwrap();
+    let last_line = all
+        .split(|&b| b == b'\n')
+        .next_back()
+        .unwrap_or_default()
+        .len();
+    (all.last().is_some_and(|&b| b != b'\n'), last_line)
+}
+
+#[test]
+fn a_kill_at_any_moment_leaves_only_whole_lines_in_either_front_end() {
+    let server = fake(FakeConfig {
+        counts: fake_loop::Counts {
+            subscriptions: 3000,
+            orders: 3000,
+            ..small().counts
+        },
+        ..small()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &server, json!({"page_size": 50}));
+    write_catalog(dir.path(), &["subscriptions", "orders"]);
+    let mut cut = Vec::new();
+    let mut longer_than_atomic = 0;
+    for protocol in [Protocol::Airbyte, Protocol::Singer] {
+        for kill_after in [
+            1, 700, 5_000, 33_333, 65_536, 100_000, 250_000, 600_000, 1_500_000,
+        ] {
+            let (partial, last_line) = kill_after_bytes(protocol, dir.path(), kill_after);
+            if partial && last_line + 1 > 4096 {
+                // one line longer than the pipe's atomic write can still be cut
+                longer_than_atomic += 1;
+            } else if partial {
+                cut.push((protocol, kill_after, last_line));
+            }
+        }
+    }
+    assert!(cut.is_empty(), "a kill left a half-written line: {cut:?}");
+    assert_eq!(longer_than_atomic, 0, "records here are shorter than 4 KiB");
+}

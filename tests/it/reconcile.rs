@@ -202,7 +202,7 @@ fn planted_differences_reported_and_repaired(page_order: PageOrder) {
     let (r, report) = reconcile(&config, &[]);
     assert_eq!(
         r.code,
-        Some(2),
+        Some(3),
         "drift beyond a tolerance of 0:\n{}",
         r.stderr
     );
@@ -279,7 +279,7 @@ fn planted_differences_reported_and_repaired(page_order: PageOrder) {
         &server,
         json!({"reconcile_max_drift": 7}),
     );
-    assert_eq!(reconcile(&below, &[]).0.code, Some(2));
+    assert_eq!(reconcile(&below, &[]).0.code, Some(3));
     // 8 of 19 checked: a fraction of 0.5 allows 9.
     let fraction = reconcile_config(
         dir.path(),
@@ -347,7 +347,7 @@ fn planted_differences_reported_and_repaired(page_order: PageOrder) {
         (r, report, during)
     });
     assert!(during > 0, "no delivery overlapped the repair run");
-    assert_eq!(r.code, Some(2), "the drift was found before repairing it");
+    assert_eq!(r.code, Some(3), "the drift was found before repairing it");
     assert_eq!(repaired["repaired"], 5, "{repaired}");
     assert_eq!(repaired["streams"]["subscriptions"]["repaired"], 4);
     assert_eq!(repaired["streams"]["orders"]["repaired"], 1);
@@ -378,7 +378,7 @@ fn planted_differences_reported_and_repaired(page_order: PageOrder) {
         listed(&again, "orders", "only_in_journal"),
         strings(&[unknown_order])
     );
-    assert_eq!((r.code, &again["drift"]), (Some(2), &json!(3)));
+    assert_eq!((r.code, &again["drift"]), (Some(3), &json!(3)));
 
     // /metrics shows the last run and the repairs.
     let (status, text) = raw_get(serve.addr, "/metrics").unwrap();
@@ -499,28 +499,29 @@ fn planted_differences_reported_and_repaired(page_order: PageOrder) {
 }
 
 #[test]
-fn reconcile_errors_exit_1_and_say_what_to_fix() {
+fn reconcile_errors_exit_2_for_usage_1_for_failures_and_say_what_to_fix() {
     let dir = tempfile::tempdir().unwrap();
     let server = fake(harness::small());
-    let expect_error = |config: &Path, args: &[&str], needle: &str| {
+    let expect = |code: i32, config: &Path, args: &[&str], needle: &str| {
         let mut all = vec!["reconcile", "--config", p(config)];
         all.extend_from_slice(args);
         let r = run(&all);
-        assert_eq!(r.code, Some(1), "{args:?}: {}", r.stderr);
+        assert_eq!(r.code, Some(code), "{args:?}: {}", r.stderr);
         assert!(r.stdout.is_empty(), "no report on errors: {}", r.stdout);
         assert!(r.stderr.contains(needle), "{needle:?} not in: {}", r.stderr);
         assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     };
     let no_journal = write_json(dir.path(), "a.json", &config_value(&server, json!({})));
-    expect_error(&no_journal, &[], "needs `journal_path`");
+    let usage_error = |config: &Path, args: &[&str], needle: &str| expect(2, config, args, needle);
+    usage_error(&no_journal, &[], "needs `journal_path`");
     let config = reconcile_config(dir.path(), "b.json", &server, json!({}));
-    expect_error(&config, &[], "does not exist: start `source-loop serve`");
-    expect_error(
+    usage_error(&config, &[], "does not exist: start `source-loop serve`");
+    usage_error(
         &config,
         &["--streams", "customers"],
         "\"customers\" is not a stream with webhooks",
     );
-    expect_error(
+    usage_error(
         &config,
         &["--since", "last tuesday"],
         "--since \"last tuesday\" is not a date",
@@ -530,7 +531,7 @@ fn reconcile_errors_exit_1_and_say_what_to_fix() {
         "c.json",
         &json!({"api_token": "t", "reconcile_max_drift": -1}),
     );
-    expect_error(&bad, &[], "reconcile_max_drift");
+    usage_error(&bad, &[], "reconcile_max_drift");
 
     // A journal with events, an API that does not answer.
     let serve = start_serve(dir.path());
@@ -550,5 +551,5 @@ fn reconcile_errors_exit_1_and_say_what_to_fix() {
                 "retry": {"max_attempts": 1}}),
     );
     harness::settle();
-    expect_error(&unreachable, &[], "reading the API failed");
+    expect(1, &unreachable, &[], "reading the API failed");
 }

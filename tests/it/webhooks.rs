@@ -1033,6 +1033,33 @@ fn serve_does_not_need_the_api_token() {
         .contains("`api_token` is missing"));
 }
 
+#[test]
+fn serve_into_a_database_runs_with_webhook_secrets_and_no_api_token() {
+    let _turn = crate::databases::one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::databases::TestDb::sqlite(dir.path());
+    let config = crate::harness::write_json(
+        dir.path(),
+        "receiver.json",
+        &json!({"webhook_secrets": [SECRET], "journal_path": dir.path().join("journal.sqlite"),
+                "money_type": "string"}),
+    );
+    let serve = Serve::start_with(&config, false, &[], &["--into", db.url()]);
+    let http = Http::new();
+    let payload = subscription(7, "2025-05-01T10:00:00.000Z", "ACTIVE");
+    accepted_seq(
+        &delivery("w-no-token", "subscription/created", &payload, SECRET).send(&http, &serve),
+    );
+    eventually("the delivery applied", || {
+        db.try_scalar("SELECT status FROM subscriptions WHERE id = 7") == Some("ACTIVE".into())
+    });
+    assert!(
+        !serve.stderr().contains("api_token"),
+        "serve asked for a token it never uses: {}",
+        serve.stderr()
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // `serve --into URL`: journaled events upserted into the loader's tables (newest wins)
 

@@ -1,7 +1,7 @@
-//! Singer's state, both ways. In: what Meltano hands back (the value of the last STATE,
-//! `{"bookmarks": {stream: bookmark}}`), or any Airbyte state form (read by
-//! [`crate::airbyte::state`], for users moving between the two). Out: each checkpoint's
-//! neutral [`StreamState`] as a stream's bookmark.
+//! Singer's bookmark shape, both ways: a checkpoint's neutral state as a stream's
+//! bookmark (what `tap-loop` writes and Meltano stores), and a bookmark back into the
+//! neutral state. Read here, not in the Singer front end, because `source-loop read` and
+//! `sync` accept a Meltano state too (users move between the two modes).
 //!
 //! A bookmark is the neutral stream state with its cursor under Singer's names:
 //! `{"replication_key": "updatedAt", "replication_key_value": "2024-…Z", "boundary":
@@ -11,18 +11,15 @@
 
 use serde_json::{Map, Value};
 
-use crate::airbyte::state::{parse_input_state, StateFormError};
 use crate::state::{InputState, StreamState};
 use crate::streams::{self, StreamDef};
 
 const REPLICATION_KEY: &str = "replication_key";
 const REPLICATION_KEY_VALUE: &str = "replication_key_value";
 
-/// A state file this tap cannot resume from.
+/// A `bookmarks` value the engine cannot resume from.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SingerStateError {
-    #[error(transparent)]
-    Form(#[from] StateFormError),
+pub enum BookmarkError {
     #[error("invalid state: `bookmarks` must be an object of stream bookmarks, got {0}")]
     BookmarksNotAnObject(String),
     #[error("invalid state: the bookmark of {stream:?} must be an object, got {got}")]
@@ -36,19 +33,19 @@ pub enum SingerStateError {
 }
 
 /// A parsed state: the engine's per-stream input, and every bookmark as found (carried
-/// into each STATE this run writes, so that streams not read keep theirs).
+/// into each Singer STATE a run writes, so that streams not read keep theirs).
 #[derive(Debug, Default)]
-pub struct SingerState {
+pub struct Bookmarks {
     pub input: InputState,
     pub bookmarks: Map<String, Value>,
 }
 
 /// The value of `"bookmarks"`, read: the engine's input and the bookmarks to carry.
-pub fn read_bookmarks(b: &Value) -> Result<SingerState, SingerStateError> {
+pub fn read_bookmarks(b: &Value) -> Result<Bookmarks, BookmarkError> {
     let Value::Object(bookmarks) = b else {
-        return Err(SingerStateError::BookmarksNotAnObject(b.to_string()));
+        return Err(BookmarkError::BookmarksNotAnObject(b.to_string()));
     };
-    let mut out = SingerState::default();
+    let mut out = Bookmarks::default();
     for (name, bookmark) in bookmarks {
         let carried = match streams::find(name) {
             Some(def) => {
@@ -64,46 +61,6 @@ pub fn read_bookmarks(b: &Value) -> Result<SingerState, SingerStateError> {
     Ok(out)
 }
 
-/// A STATE message's value (`{"type": "STATE", "value": …}`), or `v` itself.
-fn state_value(v: Value) -> Value {
-    match v {
-        Value::Object(mut m) if m.get("type").and_then(Value::as_str) == Some("STATE") => {
-            m.remove("value").unwrap_or(Value::Object(m))
-        }
-        other => other,
-    }
-}
-
-/// The state as Meltano passes it; also a STATE message, or a tap's output (the last
-/// STATE line wins), or any Airbyte form.
-pub fn parse_state(text: &str) -> Result<SingerState, SingerStateError> {
-    let text = text.trim();
-    let value = serde_json::from_str::<Value>(text).ok().or_else(|| {
-        text.lines()
-            .rev()
-            .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
-            .find(|v| v["type"] == "STATE" && v.get("value").is_some())
-    });
-    if let Some(Value::Object(top)) = value.map(state_value) {
-        if let Some(b) = top.get("bookmarks") {
-            return read_bookmarks(b);
-        }
-    }
-    // the Airbyte forms
-    let mut out = SingerState {
-        input: parse_input_state(text)?,
-        ..Default::default()
-    };
-    for (name, v) in &out.input {
-        let bookmark = match streams::find(name) {
-            Some(def) => bookmark_from_neutral(def, v.clone()),
-            None => v.clone(),
-        };
-        out.bookmarks.insert(name.clone(), bookmark);
-    }
-    Ok(out)
-}
-
 /// A checkpoint's state as the stream's bookmark; `None` when there is nothing to
 /// resume from (a full-table stream).
 pub fn to_bookmark(def: &StreamDef, state: &StreamState) -> Option<Value> {
@@ -115,7 +72,7 @@ pub fn to_bookmark(def: &StreamDef, state: &StreamState) -> Option<Value> {
 }
 
 /// The neutral state value with its cursor field renamed to Singer's two keys.
-fn bookmark_from_neutral(def: &StreamDef, v: Value) -> Value {
+pub fn bookmark_from_neutral(def: &StreamDef, v: Value) -> Value {
     let Value::Object(mut m) = v else { return v };
     let Some(cursor) = def.cursor() else {
         return Value::Object(m);
@@ -131,12 +88,12 @@ fn bookmark_from_neutral(def: &StreamDef, v: Value) -> Value {
 }
 
 /// A bookmark back into the neutral state value (a neutral value passes unchanged).
-fn neutral_from_bookmark(def: &StreamDef, v: &Value) -> Result<Value, SingerStateError> {
+fn neutral_from_bookmark(def: &StreamDef, v: &Value) -> Result<Value, BookmarkError> {
     let m = match v {
         Value::Object(m) => m,
         Value::Null => return Ok(Value::Null),
         other => {
-            return Err(SingerStateError::BookmarkNotAnObject {
+            return Err(BookmarkError::BookmarkNotAnObject {
                 stream: def.name.to_string(),
                 got: other.to_string(),
             })
@@ -148,7 +105,7 @@ fn neutral_from_bookmark(def: &StreamDef, v: &Value) -> Result<Value, SingerStat
     let cursor = def.cursor().unwrap_or_default();
     if let Some(key) = key.filter(|k| !k.is_null()) {
         if key.as_str() != Some(cursor) {
-            return Err(SingerStateError::ReplicationKey {
+            return Err(BookmarkError::ReplicationKey {
                 stream: def.name.to_string(),
                 want: cursor.to_string(),
                 got: key.as_str().map_or_else(|| key.to_string(), str::to_string),
@@ -161,23 +118,10 @@ fn neutral_from_bookmark(def: &StreamDef, v: &Value) -> Result<Value, SingerStat
     Ok(Value::Object(out))
 }
 
-/// Every selected stream's state must be one the engine can resume from: checked before
-/// the sync starts, so that a bad file is a usage error, not a failed stream.
-pub fn check_resumable(
-    state: &SingerState,
-    selected: &[crate::streams::Selected],
-) -> Result<(), crate::state::StreamStateError> {
-    for sel in selected {
-        if let Some(v) = state.input.get(sel.def.name) {
-            StreamState::from_value(sel.def, v)?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::state::parse_bookmarked_state as parse_state;
     use crate::state::Emitted;
     use crate::streams::find;
     use proptest::prelude::*;

@@ -1,15 +1,19 @@
-//! Airbyte's state forms in: whatever a platform hands back becomes the engine's
-//! [`InputState`] (per-stream raw states). Accepted: the per-stream array
-//! (`[{"type":"STREAM","stream":{...}}]`), with or without namespace; a single STREAM
-//! object; GLOBAL and LEGACY states; a legacy `{stream: state}` object; a Singer state
-//! (`{"bookmarks": {...}}`, read by [`crate::singer::state`]); JSON lines of STATE
-//! messages (the last one per stream wins).
-//! An empty file, `[]` or `{}` is a first sync. (Out: `airbyte::messages` wraps each
-//! checkpoint in a per-stream STATE message.)
+//! Every state form a front end reads, in one place: whatever a platform hands back
+//! becomes the engine's [`InputState`] (per-stream raw states). Accepted: Airbyte's
+//! per-stream array (`[{"type":"STREAM","stream":{...}}]`), with or without namespace; a
+//! single STREAM object; GLOBAL and LEGACY states; a legacy `{stream: state}` object; a
+//! Singer state (`{"bookmarks": {...}}`, read by [`super::bookmarks`]), also as a Singer
+//! STATE message or a tap's output; JSON lines of STATE messages (the last one per stream
+//! wins). An empty file, `[]` or `{}` is a first sync.
+//!
+//! Out is each front end's own business: `airbyte::messages` wraps each checkpoint in a
+//! per-stream STATE message, `singer::messages` writes bookmarks.
 
 use serde_json::Value;
 
+use super::bookmarks::{bookmark_from_neutral, read_bookmarks, BookmarkError, Bookmarks};
 use crate::state::InputState;
+use crate::streams;
 
 /// A state file that is not one of the accepted forms.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -31,7 +35,7 @@ pub enum StateFormError {
     )]
     NotAnArrayOrObject(String),
     #[error(transparent)]
-    Singer(Box<crate::singer::state::SingerStateError>),
+    Bookmarks(#[from] BookmarkError),
 }
 
 pub fn parse_input_state(text: &str) -> Result<InputState, StateFormError> {
@@ -126,12 +130,9 @@ fn collect(v: &Value, out: &mut InputState) -> Result<(), StateFormError> {
                     Err(StateFormError::UnknownType(other.to_string()))
                 }
                 _ => {
-                    // Singer's {"bookmarks": {...}} (tap-loop's, as Meltano stores it): read
-                    // by the Singer front end, which knows its shape
+                    // Singer's {"bookmarks": {...}} (tap-loop's, as Meltano stores it)
                     if let Some(b @ Value::Object(_)) = m.get("bookmarks") {
-                        let singer = crate::singer::state::read_bookmarks(b)
-                            .map_err(|e| StateFormError::Singer(Box::new(e)))?;
-                        out.extend(singer.input);
+                        out.extend(read_bookmarks(b)?.input);
                         return Ok(());
                     }
                     // legacy {stream_name: state, ...}
@@ -151,6 +152,47 @@ fn collect(v: &Value, out: &mut InputState) -> Result<(), StateFormError> {
         Value::Null => Ok(()),
         other => Err(StateFormError::NotAnArrayOrObject(other.to_string())),
     }
+}
+
+/// A Singer STATE message's value (`{"type": "STATE", "value": …}`), or `v` itself.
+fn state_value(v: Value) -> Value {
+    match v {
+        Value::Object(mut m) if m.get("type").and_then(Value::as_str) == Some("STATE") => {
+            m.remove("value").unwrap_or(Value::Object(m))
+        }
+        other => other,
+    }
+}
+
+/// The state as Meltano passes it (`{"bookmarks": …}`), a Singer STATE message, a tap's
+/// output (the last STATE line wins), or any Airbyte form; with every bookmark as found,
+/// for a Singer writer to carry.
+pub fn parse_bookmarked_state(text: &str) -> Result<Bookmarks, StateFormError> {
+    let text = text.trim();
+    let value = serde_json::from_str::<Value>(text).ok().or_else(|| {
+        text.lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+            .find(|v| v["type"] == "STATE" && v.get("value").is_some())
+    });
+    if let Some(Value::Object(top)) = value.map(state_value) {
+        if let Some(b) = top.get("bookmarks") {
+            return Ok(read_bookmarks(b)?);
+        }
+    }
+    // the Airbyte forms
+    let mut out = Bookmarks {
+        input: parse_input_state(text)?,
+        ..Default::default()
+    };
+    for (name, v) in &out.input {
+        let bookmark = match streams::find(name) {
+            Some(def) => bookmark_from_neutral(def, v.clone()),
+            None => v.clone(),
+        };
+        out.bookmarks.insert(name.clone(), bookmark);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
