@@ -24,8 +24,6 @@ pub struct Windowed {
     /// Query parameters bounding the cursor, in unix seconds.
     pub start_param: &'static str,
     pub end_param: &'static str,
-    /// Webhook entity kind whose newer versions fold into this stream.
-    pub webhook_kind: Option<&'static str>,
 }
 
 /// How a stream is read.
@@ -73,10 +71,10 @@ impl StreamDef {
     }
 
     /// The webhook entity kind (`subscription`, `order`) whose newer versions fold into
-    /// this stream, if Loop sends webhooks for it.
+    /// this stream, if Loop sends webhooks for it (the shared entity table says which).
     pub fn webhook_kind(&self) -> Option<&'static str> {
         match self.kind {
-            StreamKind::Incremental(w) => w.webhook_kind,
+            StreamKind::Incremental(_) => loop_entities::by_stream(self.name).map(|e| e.kind),
             _ => None,
         }
     }
@@ -123,7 +121,6 @@ pub const STREAMS: &[StreamDef] = &[
             cursor: "updatedAt",
             start_param: "updatedAtStartEpoch",
             end_param: "updatedAtEndEpoch",
-            webhook_kind: Some("subscription"),
         }),
         schema: include_str!("../schemas/subscriptions.json"),
     },
@@ -135,7 +132,6 @@ pub const STREAMS: &[StreamDef] = &[
             cursor: "updatedAt",
             start_param: "updatedAtStartEpoch",
             end_param: "updatedAtEndEpoch",
-            webhook_kind: Some("order"),
         }),
         schema: include_str!("../schemas/orders.json"),
     },
@@ -162,7 +158,6 @@ pub const STREAMS: &[StreamDef] = &[
             cursor: "createdAt",
             start_param: "createdAtStartEpoch",
             end_param: "createdAtEndEpoch",
-            webhook_kind: None,
         }),
         schema: include_str!("../schemas/activity_logs.json"),
     },
@@ -196,7 +191,7 @@ pub fn find(name: &str) -> Option<&'static StreamDef> {
 /// The stream whose records a webhook about `kind` entities (`subscription`, `order`)
 /// carries newer versions of.
 pub fn for_webhook_kind(kind: &str) -> Option<&'static StreamDef> {
-    STREAMS.iter().find(|d| d.webhook_kind() == Some(kind))
+    loop_entities::by_kind(kind).and_then(|e| find(e.stream))
 }
 
 /// The streams a sync may offer: the journal stream only when a journal is configured.
@@ -352,6 +347,24 @@ mod tests {
         let line = &orders["properties"]["lines"]["items"]["properties"]["price"];
         assert_eq!(line["type"], serde_json::json!(["string", "null"]));
         assert!(!orders.to_string().contains(r#""number""#));
+    }
+
+    #[test]
+    fn every_webhook_entity_folds_into_an_incremental_stream_of_this_table() {
+        for entity in loop_entities::ENTITIES {
+            let def = find(entity.stream)
+                .unwrap_or_else(|| panic!("{}: no stream {}", entity.kind, entity.stream));
+            assert!(
+                matches!(def.kind, StreamKind::Incremental(_)),
+                "{}: webhooks fold only into an incremental stream",
+                def.name
+            );
+            assert_eq!(def.webhook_kind(), Some(entity.kind));
+            assert_eq!(for_webhook_kind(entity.kind), Some(def));
+        }
+        let folded = STREAMS.iter().filter(|d| d.webhook_kind().is_some());
+        assert_eq!(folded.count(), loop_entities::ENTITIES.len());
+        assert_eq!(for_webhook_kind("paymentMethod"), None);
     }
 
     #[test]

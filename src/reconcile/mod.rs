@@ -33,9 +33,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use loop_entities::ENTITIES;
 use loop_time::{format_instant, format_ms};
 use loop_webhooks::journal::{AppendOutcome, JournalError, JournalReader};
-use loop_webhooks::reconciliation::{Repair, RepairWriter, KINDS};
+use loop_webhooks::reconciliation::{Repair, RepairWriter};
 use serde::Serialize;
 
 use crate::config::Config;
@@ -51,7 +52,7 @@ pub use compare::{
 pub enum ReconcileError {
     #[error("--since {0:?} is not a date: use RFC 3339, e.g. 2024-01-01T00:00:00Z, or a date such as 2024-01-01")]
     Since(String),
-    #[error("--streams: {0:?} is not a stream with webhooks; reconcile compares {streams}", streams = KINDS.map(|k| k.0).join(", "))]
+    #[error("--streams: {0:?} is not a stream with webhooks; reconcile compares {streams}", streams = ENTITIES.iter().map(|e| e.stream).collect::<Vec<_>>().join(", "))]
     Stream(String),
     #[error("reconcile needs `journal_path` in the config: the webhook journal that `source-loop serve` writes")]
     NoJournalPath,
@@ -114,15 +115,12 @@ impl Options {
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .collect(),
-            None => KINDS.iter().map(|k| k.0).collect(),
+            None => ENTITIES.iter().map(|e| e.stream).collect(),
         };
         let mut defs: Vec<&'static StreamDef> = Vec::new();
         for name in names {
-            let def = KINDS
-                .iter()
-                .any(|k| k.0 == name)
-                .then(|| streams::find(name))
-                .flatten()
+            let def = loop_entities::by_stream(name)
+                .and_then(|e| streams::find(e.stream))
                 .ok_or_else(|| ReconcileError::Stream(name.into()))?;
             if !defs.iter().any(|d| d.name == def.name) {
                 defs.push(def);

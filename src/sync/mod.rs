@@ -400,7 +400,7 @@ impl Engine {
             StreamKind::FullRefresh(endpoint) => full_refresh::read(self, em, endpoint).await,
             StreamKind::Incremental(w) => {
                 let mut st = incremental::read(self, em, w, st).await?;
-                if let (Some(kind), Some(path)) = (w.webhook_kind, journal) {
+                if let (Some(kind), Some(path)) = (def.webhook_kind(), journal) {
                     journal::fold_webhooks(self, em, kind, path, &mut st).await?;
                 }
                 Ok(())

@@ -345,6 +345,35 @@ mod tests {
         );
     }
 
+    /// The fake keeps its own topics (one shared with the product could not catch a wrong
+    /// one); this holds the two lists together.
+    #[test]
+    fn every_topic_sent_is_a_documented_topic_of_its_streams_entity() {
+        for &stream in crate::seed::STREAMS {
+            let entity = loop_entities::by_stream(stream);
+            for created in [true, false] {
+                match (topic(stream, created), entity) {
+                    (Some(topic), Some(entity)) => {
+                        assert!(entity.topics.contains(&topic), "{topic} is not documented");
+                        assert_eq!(loop_entities::of_topic(topic), Some(entity), "{topic}");
+                    }
+                    (None, None) => {}
+                    (topic, entity) => {
+                        panic!("{stream}: the fake sends {topic:?}, Loop's entity is {entity:?}")
+                    }
+                }
+            }
+        }
+        for entity in loop_entities::ENTITIES {
+            assert!(
+                crate::seed::STREAMS.contains(&entity.stream),
+                "{}: the fake serves no stream {}",
+                entity.kind,
+                entity.stream
+            );
+        }
+    }
+
     fn outbox(plan: DeliveryPlan) -> Outbox {
         Outbox::new(WebhookTarget {
             url: "http://127.0.0.1:9/x".into(),

@@ -62,6 +62,18 @@ CREATE TABLE IF NOT EXISTS receiver_probe (
 );
 ";
 
+/// Reconciliation's runs (see `reconciliation`). The journal owns the DDL of every table
+/// in its file, so every writer creates the same tables and reconciliation depends on
+/// the journal, not the other way round.
+const RECONCILE_RUNS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS reconcile_runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    generated_at_ms INTEGER NOT NULL,
+    within_tolerance INTEGER NOT NULL,
+    report TEXT NOT NULL
+);
+";
+
 const INSERT_EVENT: &str = "
 INSERT INTO events (webhook_id, topic, api_version, created_at, delivery_at, retry_count,
     received_at, shop_domain, entity_kind, entity_id, entity_updated_at_ms, payload, body_sha256)
@@ -355,7 +367,7 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, JournalError> {
     }
     conn.execute_batch("PRAGMA synchronous = FULL;")
         .and_then(|()| conn.execute_batch(SCHEMA))
-        .and_then(|()| conn.execute_batch(crate::reconciliation::SCHEMA))
+        .and_then(|()| conn.execute_batch(RECONCILE_RUNS_SCHEMA))
         .map_err(opened)?;
     Ok(conn)
 }

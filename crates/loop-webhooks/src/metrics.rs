@@ -3,13 +3,13 @@
 
 use std::path::Path;
 
+use loop_entities::ENTITIES;
 use prometheus::{
     Encoder as _, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::journal::JournalReader;
-use crate::reconciliation::KINDS;
 
 /// Every value of the `reason` label of `loop_webhooks_rejected_total`.
 pub const REJECT_REASONS: [&str; 6] = [
@@ -209,7 +209,7 @@ impl Metrics {
             r.last_run_timestamp_seconds
                 .set(run.generated_at_ms as f64 / 1000.0);
             r.within_tolerance.set(i64::from(run.within_tolerance));
-            for (stream, _) in KINDS {
+            for stream in ENTITIES.iter().map(|e| e.stream) {
                 if let Some(d) = run.report["streams"][stream]["drift"].as_i64() {
                     r.drift.with_label_values(&[stream]).set(d);
                 }
@@ -274,7 +274,7 @@ impl ReconcileMetrics {
         )
         .expect("valid metric");
         within_tolerance.set(-1);
-        for (stream, _) in KINDS {
+        for stream in ENTITIES.iter().map(|e| e.stream) {
             drift.with_label_values(&[stream]);
             repairs.with_label_values(&[stream]);
         }

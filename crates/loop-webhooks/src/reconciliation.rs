@@ -16,6 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
+use loop_entities::ENTITIES;
 use loop_time::format_ms;
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
@@ -24,21 +25,9 @@ use crate::journal::{
     open_writer, write_transaction, AppendOutcome, EntityRef, JournalError, JournalReader, NewEvent,
 };
 
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS reconcile_runs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    generated_at_ms INTEGER NOT NULL,
-    within_tolerance INTEGER NOT NULL,
-    report TEXT NOT NULL
-);
-";
-
 /// How long a repair waits for the receiver's write lock (its batches commit in
 /// milliseconds; this only bounds a stuck writer).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The entity kinds Loop sends webhooks for, with the stream each one is read as.
-pub const KINDS: [(&str, &str); 2] = [("subscriptions", "subscription"), ("orders", "order")];
 
 /// The topic of a repair event of `kind` (`subscription` or `order`).
 pub fn repair_topic(kind: &str) -> String {
@@ -267,13 +256,13 @@ impl JournalReader {
             self.conn
                 .query_row("SELECT max(seq) FROM events", [], |row| row.get(0))?;
         summary.counted_to = last_event.unwrap_or(0).max(repairs_after);
-        for (stream, kind) in KINDS {
+        for entity in ENTITIES {
             let n: i64 = self.conn.query_row(
                 "SELECT count(*) FROM events WHERE seq > ?1 AND seq <= ?2 AND topic = ?3",
-                params![repairs_after, summary.counted_to, repair_topic(kind)],
+                params![repairs_after, summary.counted_to, repair_topic(entity.kind)],
                 |row| row.get(0),
             )?;
-            summary.repairs.insert(stream.to_string(), n);
+            summary.repairs.insert(entity.stream.to_string(), n);
         }
         Ok(summary)
     }

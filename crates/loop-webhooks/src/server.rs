@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use loop_entities::is_known_topic;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -34,33 +35,6 @@ use crate::signature::{self, Encoding, Secret};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_PATH: &str = "/webhooks/loop";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// Topics documented by Loop. Others are still journaled, and counted.
-pub const KNOWN_TOPICS: &[&str] = &[
-    "subscription/created",
-    "subscription/paused",
-    "subscription/updated",
-    "subscription/cancelled",
-    "subscription/resumed",
-    "subscription/reactivated",
-    "subscription/delayed",
-    "subscription/rescheduled",
-    "subscription/expired",
-    "subscription/inventoryAction",
-    "order/upcoming",
-    "order/processed",
-    "order/partiallyProcessed",
-    "order/outOfStock",
-    "order/skipped",
-    "order/unskipped",
-    "order/paymentFailed",
-    "paymentMethod/updateRequested",
-    "paymentMethod/updated",
-    "paymentMethod/expiringSoon",
-    "flow/completed",
-    "subscriptionCheckout/success",
-    "subscriptionCheckout/failed",
-];
 
 const HEADER_SIGNATURE: &str = "x-loop-signature";
 const HEADER_ID: &str = "x-loop-webhook-id";
@@ -465,7 +439,7 @@ async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bod
         Err(message) => return app.reject(StatusCode::BAD_REQUEST, "bad_json", message),
     };
 
-    let known_topic = KNOWN_TOPICS.contains(&topic.as_str());
+    let known_topic = is_known_topic(&topic);
     let event = NewEvent {
         webhook_id,
         topic,
@@ -548,11 +522,7 @@ fn parse_body(
 }
 
 fn entity_of(topic: &str, keys: PayloadKeys) -> Option<EntityRef> {
-    let kind = match topic.split_once('/') {
-        Some(("subscription", _)) => "subscription",
-        Some(("order", _)) => "order",
-        _ => return None,
-    };
+    let kind = loop_entities::of_topic(topic)?.kind;
     let id = match keys.id? {
         Value::Number(n) => n.to_string(),
         Value::String(s) if !s.is_empty() => s,
