@@ -1,36 +1,53 @@
-//! What differs between SQLite and Postgres, and nothing else: type names, parameter
-//! syntax, how a column's existing type is read back, and the metric views' SQL. Every
-//! statement the loader runs is built here from a [`Layout`], once for both dialects,
-//! and a [`Database`] (one per dialect) only executes them.
+//! What a backend is: the [`Dialect`] trait (the SQL text a backend speaks) and the
+//! [`Database`] trait (one connection that runs it). The statements whose shape is the
+//! same everywhere (create table, upsert with the newest-wins rule, stage and replace,
+//! the state row) are written once here as the trait's provided methods, from a
+//! [`Layout`] and the few things a backend says about itself (type names, parameter
+//! syntax, how a JSON field is read). Everything else — transactions, the metric views,
+//! partitions, how rows are read back — is the backend's own, in `sqlite.rs` and
+//! `postgres.rs`.
 
 use super::columns::{Cell, ColType, Layout, RECORD_COLUMN};
 
 /// The table holding each stream's connector state, committed with the rows it covers.
 pub const STATE_TABLE: &str = "_source_loop_state";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Sqlite,
-    Postgres,
-}
-
 /// A database error, with the statement's purpose.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct DbError(pub String);
 
-/// One connection to a target database, executing the dialect's statements.
+/// One saved row of [`STATE_TABLE`]: a stream (or `webhooks:applied`) and its state as
+/// JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedState {
+    pub stream: String,
+    pub state: String,
+}
+
+/// One connection to a target database. It runs the statements its [`Dialect`] builds;
+/// the queries the loader reads back come decoded into typed values.
 pub trait Database: Send {
-    fn dialect(&self) -> Dialect;
-    /// Runs one or more statements without parameters (DDL, BEGIN, COMMIT).
+    /// The SQL this connection speaks.
+    fn dialect(&self) -> &'static dyn Dialect;
+    /// Runs one or more statements without parameters (DDL).
     fn batch(&mut self, sql: &str) -> Result<(), DbError>;
     /// Runs one statement with parameters (prepared once and cached).
     fn execute(&mut self, sql: &str, params: &[Cell]) -> Result<u64, DbError>;
     /// The table's columns and their types as the database reports them (lowercase);
     /// `None` when the table does not exist.
     fn columns(&mut self, table: &str) -> Result<Option<Vec<(String, String)>>, DbError>;
-    /// Rows of text columns (e.g. the state table, the views in tests).
-    fn query_text(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, DbError>;
+    /// Whether an existing table is partitioned (by month; Postgres only).
+    fn is_partitioned(&mut self, table: &str) -> Result<bool, DbError>;
+    /// Rows in a table.
+    fn row_count(&mut self, table: &str) -> Result<i64, DbError>;
+    /// Every row of [`STATE_TABLE`].
+    fn saved_states(&mut self) -> Result<Vec<SavedState>, DbError>;
+    /// Transaction primitives, for [`super::tx::Tx`] only: begin with `Tx::begin`, end
+    /// with `commit` or `rollback` on the guard (or by dropping it).
+    fn begin_transaction(&mut self) -> Result<(), DbError>;
+    fn commit_transaction(&mut self) -> Result<(), DbError>;
+    fn rollback_transaction(&mut self) -> Result<(), DbError>;
 }
 
 /// `"name"`, with quotes doubled.
@@ -38,54 +55,44 @@ pub fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-impl Dialect {
+/// The SQL a backend speaks. A backend implements the required methods (what differs);
+/// the provided ones build every other statement the loader runs, once for all backends.
+pub trait Dialect: Sync {
     /// The SQL type a column is created with.
-    pub fn type_name(self, ty: ColType) -> &'static str {
-        match (self, ty) {
-            (Dialect::Sqlite, ColType::BigInt | ColType::Boolean) => "INTEGER",
-            (Dialect::Sqlite, ColType::Double) => "REAL",
-            // ISO 8601 UTC text with milliseconds sorts as the instants do; exact
-            // decimals stay text so no float ever rounds them
-            (Dialect::Sqlite, _) => "TEXT",
-            (Dialect::Postgres, ColType::BigInt) => "bigint",
-            (Dialect::Postgres, ColType::Boolean) => "boolean",
-            (Dialect::Postgres, ColType::Double) => "double precision",
-            (Dialect::Postgres, ColType::Timestamp) => "timestamptz",
-            (Dialect::Postgres, ColType::Money) => "numeric",
-            (Dialect::Postgres, ColType::Text) => "text",
-            (Dialect::Postgres, ColType::Json) => "jsonb",
-        }
-    }
+    fn type_name(&self, ty: ColType) -> &'static str;
 
     /// How the database reports that type back (`PRAGMA table_info`,
     /// `information_schema.columns.data_type`), lowercase.
-    pub fn reported_type(self, ty: ColType) -> &'static str {
-        match (self, ty) {
-            (Dialect::Sqlite, _) => match self.type_name(ty) {
-                "INTEGER" => "integer",
-                "REAL" => "real",
-                _ => "text",
-            },
-            (Dialect::Postgres, ColType::Timestamp) => "timestamp with time zone",
-            (Dialect::Postgres, _) => self.type_name(ty),
-        }
-    }
+    fn reported_type(&self, ty: ColType) -> &'static str;
 
     /// Parameter `n` (1-based) for a column of type `ty`.
-    fn param(self, n: usize, ty: ColType) -> String {
-        match self {
-            Dialect::Sqlite => format!("?{n}"),
-            // text goes in as text and is cast by the server: no client-side type mapping
-            Dialect::Postgres => match ty {
-                ColType::BigInt => format!("${n}::bigint"),
-                ColType::Boolean => format!("${n}::boolean"),
-                ColType::Double => format!("${n}::float8"),
-                _ => format!("${n}::text::{}", self.type_name(ty)),
-            },
-        }
+    fn param(&self, n: usize, ty: ColType) -> String;
+
+    /// The value of the top-level `field` of the stored `_record`, as a column of type
+    /// `ty` (to fill a column added to an existing table).
+    fn record_field(&self, field: &str, ty: ColType) -> String;
+
+    /// The metric views (docs/metrics.md), created with the tables.
+    fn views(&self) -> &'static str;
+
+    /// Recomputes the materialized metric views; `None` when the views are plain views.
+    fn refresh_views(&self) -> Option<&'static str> {
+        None
     }
 
-    fn column_defs(self, layout: &Layout) -> String {
+    /// Whether new tables of [`super::columns::PARTITIONED`] streams are range-partitioned
+    /// by month.
+    fn partitions_by_month(&self) -> bool {
+        false
+    }
+
+    /// The month partition `YYYY-MM` of a partitioned table; `None` when `month` is not a
+    /// month (or the backend never partitions).
+    fn create_partition(&self, _table: &str, _month: &str) -> Option<String> {
+        None
+    }
+
+    fn column_defs(&self, layout: &Layout) -> String {
         let mut defs: Vec<String> = layout
             .columns
             .iter()
@@ -100,9 +107,11 @@ impl Dialect {
         defs.join(", ")
     }
 
-    pub fn create_table(self, layout: &Layout) -> String {
-        let partition = match (&layout.partition, self) {
-            (Some(p), Dialect::Postgres) => format!(" PARTITION BY RANGE ({})", quote(&p.name)),
+    fn create_table(&self, layout: &Layout) -> String {
+        let partition = match &layout.partition {
+            Some(p) if self.partitions_by_month() => {
+                format!(" PARTITION BY RANGE ({})", quote(&p.name))
+            }
             _ => String::new(),
         };
         format!(
@@ -112,33 +121,8 @@ impl Dialect {
         )
     }
 
-    /// The month partition `YYYY-MM` of a partitioned table (Postgres).
-    pub fn create_partition(self, table: &str, month: &str) -> Option<String> {
-        let (y, m) = month.split_once('-')?;
-        let (y, m): (i32, u32) = (y.parse().ok()?, m.parse().ok()?);
-        let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-        Some(format!(
-            "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ('{y:04}-{m:02}-01 00:00:00+00') TO ('{ny:04}-{nm:02}-01 00:00:00+00')",
-            quote(&format!("{table}_{y:04}_{m:02}")),
-            quote(table),
-        ))
-    }
-
-    /// Whether an existing table is partitioned (Postgres).
-    pub fn is_partitioned_query(self, table: &str) -> Option<String> {
-        match self {
-            Dialect::Sqlite => None,
-            Dialect::Postgres => Some(format!(
-                "SELECT COUNT(*) FROM pg_partitioned_table pt JOIN pg_class c ON c.oid = pt.partrelid \
-                 JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = current_schema() AND c.relname = '{}'",
-                table.replace('\'', "''")
-            )),
-        }
-    }
-
     /// The staging table of a full-refresh pass (per connection: a crash drops it).
-    pub fn create_stage(self, layout: &Layout) -> String {
+    fn create_stage(&self, layout: &Layout) -> String {
         format!(
             "CREATE TEMPORARY TABLE IF NOT EXISTS {} ({})",
             quote(&stage_name(layout.table)),
@@ -146,7 +130,7 @@ impl Dialect {
         )
     }
 
-    pub fn add_column(self, table: &str, name: &str, ty: ColType) -> String {
+    fn add_column(&self, table: &str, name: &str, ty: ColType) -> String {
         format!(
             "ALTER TABLE {} ADD COLUMN {} {}",
             quote(table),
@@ -156,25 +140,19 @@ impl Dialect {
     }
 
     /// Fills a column added to an existing table from the records already stored.
-    pub fn backfill_column(self, table: &str, name: &str, field: &str, ty: ColType) -> String {
-        let value = match self {
-            Dialect::Sqlite => format!("json_extract({}, '$.\"{field}\"')", quote(RECORD_COLUMN)),
-            Dialect::Postgres => match ty {
-                ColType::Json => format!("{} -> '{field}'", quote(RECORD_COLUMN)),
-                _ => format!(
-                    "({} ->> '{field}')::{}",
-                    quote(RECORD_COLUMN),
-                    self.type_name(ty)
-                ),
-            },
-        };
-        format!("UPDATE {} SET {} = {value}", quote(table), quote(name))
+    fn backfill_column(&self, table: &str, name: &str, field: &str, ty: ColType) -> String {
+        format!(
+            "UPDATE {} SET {} = {}",
+            quote(table),
+            quote(name),
+            self.record_field(field, ty)
+        )
     }
 
     /// Inserts `rows` records, or replaces each stored row unless the stored version is
     /// newer. (The rows of one statement must have distinct keys: the loader keeps the
     /// newest of each key.)
-    pub fn upsert(self, layout: &Layout, into: &str, rows: usize) -> String {
+    fn upsert(&self, layout: &Layout, into: &str, rows: usize) -> String {
         let mut names: Vec<String> = layout.columns.iter().map(|c| quote(&c.name)).collect();
         names.push(quote(RECORD_COLUMN));
         let types: Vec<ColType> = layout
@@ -198,38 +176,14 @@ impl Dialect {
             quote(into),
             names.join(", "),
             values.join(", "),
-            self.on_conflict(layout)
-        )
-    }
-
-    /// `ON CONFLICT … DO UPDATE … WHERE newest` (the rule written once).
-    fn on_conflict(self, layout: &Layout) -> String {
-        let set: Vec<String> = layout
-            .columns
-            .iter()
-            .skip(1)
-            .map(|c| quote(&c.name))
-            .chain([quote(RECORD_COLUMN)])
-            .map(|n| format!("{n} = excluded.{n}"))
-            .collect();
-        let newest = match &layout.version {
-            Some(v) => {
-                let v = quote(&v.name);
-                format!(" WHERE t.{v} IS NULL OR excluded.{v} >= t.{v}")
-            }
-            None => String::new(),
-        };
-        format!(
-            "ON CONFLICT ({}) DO UPDATE SET {}{newest}",
-            conflict_key(layout),
-            set.join(", "),
+            on_conflict(layout)
         )
     }
 
     /// A complete full-refresh pass replaces the table: rows of the pass are upserted
     /// (newest wins), rows the pass did not see are deleted, the stage is emptied. Run
     /// in the transaction that commits the pass's state.
-    pub fn replace_from_stage(self, layout: &Layout) -> Vec<String> {
+    fn replace_from_stage(&self, layout: &Layout) -> Vec<String> {
         let stage = quote(&stage_name(layout.table));
         let table = quote(layout.table);
         let key = quote(&layout.key.name);
@@ -240,18 +194,18 @@ impl Dialect {
             // `WHERE true`: SQLite's parser needs it before ON CONFLICT after a SELECT
             format!(
                 "INSERT INTO {table} AS t ({names}) SELECT {names} FROM {stage} WHERE true {}",
-                self.on_conflict(layout)
+                on_conflict(layout)
             ),
             format!("DELETE FROM {table} WHERE {key} NOT IN (SELECT {key} FROM {stage})"),
             format!("DELETE FROM {stage}"),
         ]
     }
 
-    pub fn clear_stage(self, layout: &Layout) -> String {
+    fn clear_stage(&self, layout: &Layout) -> String {
         format!("DELETE FROM {}", quote(&stage_name(layout.table)))
     }
 
-    pub fn create_state_table(self) -> String {
+    fn create_state_table(&self) -> String {
         format!(
             "CREATE TABLE IF NOT EXISTS {STATE_TABLE} (stream TEXT PRIMARY KEY, state {} NOT NULL, saved_at {} NOT NULL)",
             self.type_name(ColType::Json),
@@ -259,7 +213,7 @@ impl Dialect {
         )
     }
 
-    pub fn save_state(self) -> String {
+    fn save_state(&self) -> String {
         format!(
             "INSERT INTO {STATE_TABLE} (stream, state, saved_at) VALUES ({}, {}, {}) \
              ON CONFLICT (stream) DO UPDATE SET state = excluded.state, saved_at = excluded.saved_at",
@@ -269,37 +223,33 @@ impl Dialect {
         )
     }
 
-    pub fn load_states(self) -> String {
-        match self {
-            Dialect::Sqlite => format!("SELECT stream, state FROM {STATE_TABLE}"),
-            Dialect::Postgres => format!("SELECT stream, state::text FROM {STATE_TABLE}"),
-        }
+    fn count_rows(&self, table: &str) -> String {
+        format!("SELECT COUNT(*) FROM {}", quote(table))
     }
+}
 
-    pub fn begin(self) -> &'static str {
-        match self {
-            Dialect::Sqlite => "BEGIN IMMEDIATE",
-            Dialect::Postgres => "BEGIN",
+/// `ON CONFLICT … DO UPDATE … WHERE newest` (the rule written once).
+fn on_conflict(layout: &Layout) -> String {
+    let set: Vec<String> = layout
+        .columns
+        .iter()
+        .skip(1)
+        .map(|c| quote(&c.name))
+        .chain([quote(RECORD_COLUMN)])
+        .map(|n| format!("{n} = excluded.{n}"))
+        .collect();
+    let newest = match &layout.version {
+        Some(v) => {
+            let v = quote(&v.name);
+            format!(" WHERE t.{v} IS NULL OR excluded.{v} >= t.{v}")
         }
-    }
-
-    /// Recomputes the materialized metric views (Postgres; SQLite's are plain views).
-    pub fn refresh_views(self) -> Option<&'static str> {
-        match self {
-            Dialect::Sqlite => None,
-            Dialect::Postgres => Some(
-                "REFRESH MATERIALIZED VIEW customer_ltv; REFRESH MATERIALIZED VIEW churn_by_month",
-            ),
-        }
-    }
-
-    /// The metric views (docs/metrics.md), created with the tables.
-    pub fn views(self) -> &'static str {
-        match self {
-            Dialect::Sqlite => include_str!("views/sqlite.sql"),
-            Dialect::Postgres => include_str!("views/postgres.sql"),
-        }
-    }
+        None => String::new(),
+    };
+    format!(
+        "ON CONFLICT ({}) DO UPDATE SET {}{newest}",
+        conflict_key(layout),
+        set.join(", "),
+    )
 }
 
 /// The primary key: the stream's key, plus the partition column of a partitioned table.
@@ -317,12 +267,13 @@ pub fn stage_name(table: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::{postgres::PostgresDialect, sqlite::SqliteDialect};
     use crate::streams;
 
     #[test]
     fn the_upsert_never_replaces_a_newer_version() {
         let l = Layout::of(streams::find("orders").unwrap());
-        for d in [Dialect::Sqlite, Dialect::Postgres] {
+        for d in [&SqliteDialect as &dyn Dialect, &PostgresDialect] {
             let sql = d.upsert(&l, "orders", 1);
             assert!(
                 sql.ends_with(
@@ -332,10 +283,10 @@ mod tests {
             );
             assert!(sql.contains("ON CONFLICT (\"id\")"), "{sql}");
         }
-        assert!(Dialect::Postgres
+        assert!(PostgresDialect
             .upsert(&l, "orders", 1)
             .contains("::text::timestamptz"));
-        let two = Dialect::Sqlite.upsert(&l, "orders", 2);
+        let two = SqliteDialect.upsert(&l, "orders", 2);
         let per_row = l.columns.len() + 1;
         assert!(
             two.contains(&format!("?{per_row}), (?{}", per_row + 1)),

@@ -27,6 +27,7 @@ pub mod columns;
 pub mod dialect;
 pub mod postgres;
 pub mod sqlite;
+pub mod tx;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -39,7 +40,8 @@ use crate::state::InputState;
 use crate::streams::{self, Selected, StreamKind};
 
 use columns::{cell, Cell, CellError, Layout};
-pub use dialect::{Database, DbError, Dialect, STATE_TABLE};
+pub use dialect::{Database, DbError, Dialect, SavedState, STATE_TABLE};
+use tx::Tx;
 
 /// Where to load.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,10 +74,11 @@ impl Target {
         }
     }
 
-    pub fn dialect(&self) -> Dialect {
+    /// The SQL of the target's backend (known before connecting).
+    pub fn dialect(&self) -> &'static dyn Dialect {
         match self {
-            Target::Sqlite(_) => Dialect::Sqlite,
-            Target::Postgres(_) => Dialect::Postgres,
+            Target::Sqlite(_) => &sqlite::SqliteDialect,
+            Target::Postgres(_) => &postgres::PostgresDialect,
         }
     }
 
@@ -163,10 +166,84 @@ fn failed(what: impl Into<String>) -> impl FnOnce(DbError) -> LoadError {
     move |source| LoadError::Db { what, source }
 }
 
+/// The loader's connection: idle, or inside the transaction the stream's next checkpoint
+/// commits. A state type rather than a flag beside the connection: rows are written only
+/// through an open [`Tx`], and a transaction ends only by committing it, rolling it back
+/// or dropping it (rolled back), each of which hands the connection back idle.
+enum Conn {
+    Idle(Box<dyn Database>),
+    InTx(Tx),
+    /// Only for the moment the connection moves between the two states.
+    Moving,
+}
+
+impl Conn {
+    /// The open transaction, begun if none is.
+    fn tx(&mut self) -> Result<&mut Tx, LoadError> {
+        if let Conn::Idle(_) = self {
+            let (next, begun) = match std::mem::replace(self, Conn::Moving) {
+                Conn::Idle(db) => match Tx::begin(db) {
+                    Ok(tx) => (Conn::InTx(tx), Ok(())),
+                    Err(f) => (Conn::Idle(f.db), Err(f.error)),
+                },
+                other => (other, Ok(())),
+            };
+            *self = next;
+            begun.map_err(failed("cannot start a transaction"))?;
+        }
+        match self {
+            Conn::InTx(tx) => Ok(tx),
+            _ => Err(Conn::moving()),
+        }
+    }
+
+    /// The connection, in a transaction or not.
+    fn db(&mut self) -> Result<&mut dyn Database, LoadError> {
+        match self {
+            Conn::Idle(db) => Ok(db.as_mut()),
+            Conn::InTx(tx) => Ok(&mut **tx),
+            Conn::Moving => Err(Conn::moving()),
+        }
+    }
+
+    /// Commits the open transaction, if any (a failed commit is rolled back).
+    fn commit(&mut self) -> Result<(), DbError> {
+        let (next, committed) = match std::mem::replace(self, Conn::Moving) {
+            Conn::InTx(tx) => match tx.commit() {
+                Ok(db) => (Conn::Idle(db), Ok(())),
+                Err(f) => (Conn::Idle(f.db), Err(f.error)),
+            },
+            other => (other, Ok(())),
+        };
+        *self = next;
+        committed
+    }
+
+    /// Rolls back the open transaction, if any.
+    fn rollback(&mut self) -> Result<(), DbError> {
+        let (next, rolled_back) = match std::mem::replace(self, Conn::Moving) {
+            Conn::InTx(tx) => {
+                let (db, rolled_back) = tx.rollback();
+                (Conn::Idle(db), rolled_back)
+            }
+            other => (other, Ok(())),
+        };
+        *self = next;
+        rolled_back
+    }
+
+    fn moving() -> LoadError {
+        LoadError::Db {
+            what: "the loader's connection".into(),
+            source: DbError("used while it changed state".into()),
+        }
+    }
+}
+
 /// The loader: tables prepared, state read, then the engine's [`Writer`].
 pub struct Loader {
-    db: Box<dyn Database>,
-    dialect: Dialect,
+    conn: Conn,
+    sql: &'static dyn Dialect,
     layouts: HashMap<&'static str, Layout>,
     /// Multi-row upsert statements by (table, staged, rows).
     upserts: HashMap<(&'static str, bool, usize), String>,
@@ -177,7 +254,6 @@ pub struct Loader {
     staged: HashSet<&'static str>,
     /// Month partitions created or seen in this session (Postgres).
     partitions: HashSet<String>,
-    in_transaction: bool,
     unstorable: Unstorable,
 }
 
@@ -200,43 +276,37 @@ impl Loader {
     /// transaction: all or nothing), and returns the loader with the saved state and the
     /// warnings to show.
     pub fn prepare(
-        mut db: Box<dyn Database>,
+        db: Box<dyn Database>,
         streams: &[&'static streams::StreamDef],
     ) -> Result<(Loader, InputState, Vec<String>), LoadError> {
-        let dialect = db.dialect();
+        let sql = db.dialect();
         let mut warnings = Vec::new();
         let mut layouts = HashMap::new();
-        db.batch(dialect.begin())
-            .map_err(failed("cannot start a transaction"))?;
-        let prepared = (|| {
-            db.batch(&dialect.create_state_table())
-                .map_err(failed(format!("cannot create table {STATE_TABLE}")))?;
-            for def in streams {
-                let mut layout = Layout::of(def);
-                warnings.extend(layout.warnings.iter().cloned());
-                ensure_table(db.as_mut(), &mut layout, &mut warnings)?;
-                layouts.insert(def.name, layout);
-            }
-            db.batch(dialect.views())
-                .map_err(failed("cannot create the metric views"))?;
-            db.batch("COMMIT")
-                .map_err(failed("cannot commit the tables"))
-        })();
-        if let Err(e) = prepared {
-            let _ = db.batch("ROLLBACK");
-            return Err(e);
+        let mut tx = Tx::begin(db).map_err(|f| failed("cannot start a transaction")(f.error))?;
+        // an error returns here and drops `tx`: rolled back
+        tx.batch(&sql.create_state_table())
+            .map_err(failed(format!("cannot create table {STATE_TABLE}")))?;
+        for def in streams {
+            let mut layout = Layout::of(def);
+            warnings.extend(layout.warnings.iter().cloned());
+            ensure_table(&mut *tx, &mut layout, &mut warnings)?;
+            layouts.insert(def.name, layout);
         }
+        tx.batch(sql.views())
+            .map_err(failed("cannot create the metric views"))?;
+        let mut db = tx
+            .commit()
+            .map_err(|f| failed("cannot commit the tables")(f.error))?;
         let state = load_state(db.as_mut())?;
         Ok((
             Loader {
-                db,
-                dialect,
+                conn: Conn::Idle(db),
+                sql,
                 layouts,
                 upserts: HashMap::new(),
                 pending: HashMap::new(),
                 staged: HashSet::new(),
                 partitions: HashSet::new(),
-                in_transaction: false,
                 unstorable: Unstorable::Fail,
             },
             state,
@@ -250,14 +320,24 @@ impl Loader {
         self
     }
 
+    /// Rolls back the open transaction, if any: rows since the last commit are gone, and
+    /// so are the partitions made in it.
+    fn rollback(&mut self) -> Result<(), LoadError> {
+        self.forget_uncommitted();
+        self.conn.rollback().map_err(failed("cannot roll back"))
+    }
+
+    /// Begins a transaction if none is open.
     fn begin(&mut self) -> Result<(), LoadError> {
-        if !self.in_transaction {
-            self.db
-                .batch(self.dialect.begin())
-                .map_err(failed("cannot start a transaction"))?;
-            self.in_transaction = true;
+        self.conn.tx().map(drop)
+    }
+
+    /// What this session remembers of a transaction that did not commit.
+    fn forget_uncommitted(&mut self) {
+        if let Conn::InTx(_) = self.conn {
+            self.partitions.clear();
+            self.pending.clear();
         }
-        Ok(())
     }
 
     fn layout(&self, stream: &str) -> Result<&Layout, LoadError> {
@@ -271,13 +351,10 @@ impl Loader {
         if !matches!(sel.def.kind, StreamKind::FullRefresh(_)) {
             return Ok(());
         }
-        self.begin()?;
         let layout = self.layout(sel.def.name)?;
-        let (create, clear) = (
-            self.dialect.create_stage(layout),
-            self.dialect.clear_stage(layout),
-        );
-        self.db
+        let (create, clear) = (self.sql.create_stage(layout), self.sql.clear_stage(layout));
+        self.conn
+            .tx()?
             .batch(&format!("{create}; {clear}"))
             .map_err(failed(format!("cannot stage table {}", sel.def.name)))?;
         self.staged.insert(sel.def.name);
@@ -357,12 +434,13 @@ impl Loader {
                     } else {
                         stream.to_string()
                     };
-                    let sql = self.dialect.upsert(layout, &into, n);
+                    let sql = self.sql.upsert(layout, &into, n);
                     self.upserts.insert(statement, sql);
                 }
                 // borrowed, not copied: a chunk's statement is the text of up to 64 rows
                 let sql = &self.upserts[&statement];
-                self.db
+                self.conn
+                    .tx()?
                     .execute(sql, &params)
                     .map_err(failed(format!("cannot write rows of table {stream}")))?;
             }
@@ -377,13 +455,14 @@ impl Loader {
             return Ok(());
         }
         let sql = self
-            .dialect
+            .sql
             .create_partition(table, month)
             .ok_or_else(|| LoadError::Db {
                 what: format!("table {table}"),
                 source: DbError(format!("{month:?} is not a month")),
             })?;
-        self.db
+        self.conn
+            .tx()?
             .batch(&sql)
             .map_err(failed(format!("cannot create partition {name}")))?;
         self.partitions.insert(name);
@@ -399,8 +478,9 @@ impl Loader {
         self.send_pending()?;
         if self.staged.remove(def.name) {
             let layout = self.layout(def.name)?;
-            for sql in self.dialect.replace_from_stage(layout) {
-                self.db
+            for sql in self.sql.replace_from_stage(layout) {
+                self.conn
+                    .tx()?
                     .batch(&sql)
                     .map_err(failed(format!("cannot replace table {}", def.name)))?;
             }
@@ -419,15 +499,17 @@ impl Loader {
             Cell::Text(state.to_string()),
             Cell::Text(now),
         ];
-        let sql = self.dialect.save_state();
-        self.db
+        let sql = self.sql.save_state();
+        self.conn
+            .tx()?
             .execute(&sql, &params)
             .map_err(failed(format!("cannot save the state of {key}")))?;
-        self.db
-            .batch("COMMIT")
-            .map_err(failed(format!("cannot commit {key}")))?;
-        self.in_transaction = false;
-        Ok(())
+        let committed = self.conn.commit();
+        if committed.is_err() {
+            // a failed commit is rolled back, with the partitions made in it
+            self.partitions.clear();
+        }
+        committed.map_err(failed(format!("cannot commit {key}")))
     }
 
     fn handle(&mut self, event: &Event) -> Result<(), LoadError> {
@@ -462,9 +544,10 @@ impl Loader {
 
     /// Recomputes the materialized views (after a load, after webhook upserts).
     pub fn refresh_views(&mut self) -> Result<(), LoadError> {
-        match self.dialect.refresh_views() {
+        match self.sql.refresh_views() {
             Some(sql) => self
-                .db
+                .conn
+                .db()?
                 .batch(sql)
                 .map_err(failed("cannot refresh the materialized metric views")),
             None => Ok(()),
@@ -472,21 +555,12 @@ impl Loader {
     }
 
     /// Rows per table, for the closing line.
-    pub fn row_counts(&mut self) -> Vec<(&'static str, String)> {
+    pub fn row_counts(&mut self) -> Vec<(&'static str, Option<i64>)> {
         let mut tables: Vec<&'static str> = self.layouts.keys().copied().collect();
         tables.sort();
         tables
             .into_iter()
-            .map(|t| {
-                let n = self
-                    .db
-                    .query_text(&format!("SELECT COUNT(*) FROM {}", dialect::quote(t)))
-                    .ok()
-                    .and_then(|rows| rows.into_iter().next())
-                    .and_then(|row| row.into_iter().next().flatten())
-                    .unwrap_or_else(|| "?".into());
-                (t, n)
-            })
+            .map(|t| (t, self.conn.db().ok().and_then(|db| db.row_count(t).ok())))
             .collect()
     }
 }
@@ -539,7 +613,7 @@ fn ensure_table(
         .columns(table)
         .map_err(failed(format!("cannot read the columns of table {table}")))?
     else {
-        if dialect == Dialect::Postgres {
+        if dialect.partitions_by_month() {
             layout.partition = layout.partition_candidate();
         }
         return db
@@ -547,13 +621,11 @@ fn ensure_table(
             .map_err(failed(format!("cannot create table {table}")));
     };
     // a table created partitioned stays so (and one created before, unpartitioned, too)
-    if let Some(sql) = dialect.is_partitioned_query(table) {
-        let rows = db.query_text(&sql).map_err(failed(format!(
-            "cannot read how table {table} is partitioned"
-        )))?;
-        if rows.first().and_then(|r| r.first()).cloned().flatten() != Some("0".into()) {
-            layout.partition = layout.partition_candidate();
-        }
+    let partitioned = db.is_partitioned(table).map_err(failed(format!(
+        "cannot read how table {table} is partitioned"
+    )))?;
+    if partitioned {
+        layout.partition = layout.partition_candidate();
     }
     let wanted: Vec<(&str, &str, columns::ColType)> = layout
         .columns
@@ -592,20 +664,20 @@ fn ensure_table(
 }
 
 fn load_state(db: &mut dyn Database) -> Result<InputState, LoadError> {
-    let sql = db.dialect().load_states();
     let rows = db
-        .query_text(&sql)
+        .saved_states()
         .map_err(failed(format!("cannot read table {STATE_TABLE}")))?;
     let mut state = InputState::new();
-    for row in rows {
-        let (Some(Some(stream)), Some(Some(text))) = (row.first(), row.get(1)) else {
-            continue;
-        };
-        let v: Value = serde_json::from_str(text).map_err(|e| LoadError::State {
+    for SavedState {
+        stream,
+        state: text,
+    } in rows
+    {
+        let v: Value = serde_json::from_str(&text).map_err(|e| LoadError::State {
             stream: stream.clone(),
             detail: e.to_string(),
         })?;
-        state.insert(stream.clone(), v);
+        state.insert(stream, v);
     }
     Ok(state)
 }
@@ -642,22 +714,10 @@ impl Writer for Loader {
     /// Rows after the last checkpoint are not covered by a saved state: they are rolled
     /// back, and the next run reads them again.
     fn finish(mut self) -> Result<LoadSummary, LoadError> {
-        if self.in_transaction {
-            self.in_transaction = false;
-            // partitions made in the rolled-back transaction are gone
-            self.partitions.clear();
-            self.pending.clear();
-            self.db
-                .batch("ROLLBACK")
-                .map_err(failed("cannot roll back"))?;
-        }
+        self.rollback()?;
         self.refresh_views()?;
-        let row_counts = self.row_counts();
         Ok(LoadSummary {
-            row_counts: row_counts
-                .into_iter()
-                .map(|(t, n)| (t, n.parse().ok()))
-                .collect(),
+            row_counts: self.row_counts(),
         })
     }
 }

@@ -1,14 +1,84 @@
-//! The Postgres [`Database`] (sfackler's synchronous `postgres` client: the loader runs
-//! on the writer thread, which is not async). Text parameters are cast by the server
+//! The Postgres backend: its [`Dialect`] (typed parameters cast by the server, month
+//! partitions, the materialized metric views of `views/postgres.sql` and their refresh)
+//! and its [`Database`] (sfackler's synchronous `postgres` client: the loader runs on the
+//! writer thread, which is not async). Text parameters are cast by the server
 //! (`$1::text::timestamptz`), so no client-side type mapping is needed.
 
 use std::collections::HashMap;
 
 use postgres::types::{IsNull, ToSql, Type};
-use postgres::{Client, NoTls, SimpleQueryMessage, Statement};
+use postgres::{Client, NoTls, Statement};
 
-use super::columns::Cell;
-use super::dialect::{Database, DbError, Dialect};
+use super::columns::{Cell, ColType, RECORD_COLUMN};
+use super::dialect::{quote, Database, DbError, Dialect, SavedState, STATE_TABLE};
+
+/// Postgres's SQL: native types, month partitions, materialized views.
+pub struct PostgresDialect;
+
+impl Dialect for PostgresDialect {
+    fn type_name(&self, ty: ColType) -> &'static str {
+        match ty {
+            ColType::BigInt => "bigint",
+            ColType::Boolean => "boolean",
+            ColType::Double => "double precision",
+            ColType::Timestamp => "timestamptz",
+            ColType::Money => "numeric",
+            ColType::Text => "text",
+            ColType::Json => "jsonb",
+        }
+    }
+
+    fn reported_type(&self, ty: ColType) -> &'static str {
+        match ty {
+            ColType::Timestamp => "timestamp with time zone",
+            _ => self.type_name(ty),
+        }
+    }
+
+    fn param(&self, n: usize, ty: ColType) -> String {
+        // text goes in as text and is cast by the server: no client-side type mapping
+        match ty {
+            ColType::BigInt => format!("${n}::bigint"),
+            ColType::Boolean => format!("${n}::boolean"),
+            ColType::Double => format!("${n}::float8"),
+            _ => format!("${n}::text::{}", self.type_name(ty)),
+        }
+    }
+
+    fn record_field(&self, field: &str, ty: ColType) -> String {
+        match ty {
+            ColType::Json => format!("{} -> '{field}'", quote(RECORD_COLUMN)),
+            _ => format!(
+                "({} ->> '{field}')::{}",
+                quote(RECORD_COLUMN),
+                self.type_name(ty)
+            ),
+        }
+    }
+
+    fn views(&self) -> &'static str {
+        include_str!("views/postgres.sql")
+    }
+
+    fn refresh_views(&self) -> Option<&'static str> {
+        Some("REFRESH MATERIALIZED VIEW customer_ltv; REFRESH MATERIALIZED VIEW churn_by_month")
+    }
+
+    fn partitions_by_month(&self) -> bool {
+        true
+    }
+
+    fn create_partition(&self, table: &str, month: &str) -> Option<String> {
+        let (y, m) = month.split_once('-')?;
+        let (y, m): (i32, u32) = (y.parse().ok()?, m.parse().ok()?);
+        let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+        Some(format!(
+            "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ('{y:04}-{m:02}-01 00:00:00+00') TO ('{ny:04}-{nm:02}-01 00:00:00+00')",
+            quote(&format!("{table}_{y:04}_{m:02}")),
+            quote(table),
+        ))
+    }
+}
 
 pub struct Postgres {
     client: Client,
@@ -57,8 +127,8 @@ impl ToSql for Cell {
 }
 
 impl Database for Postgres {
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
+    fn dialect(&self) -> &'static dyn Dialect {
+        &PostgresDialect
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
@@ -97,17 +167,55 @@ impl Database for Postgres {
         ))
     }
 
-    fn query_text(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, DbError> {
-        // the simple protocol returns every value as text
-        let messages = self.client.simple_query(sql).map_err(db_err)?;
-        Ok(messages
-            .into_iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::Row(r) => {
-                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-                }
-                _ => None,
-            })
-            .collect())
+    fn is_partitioned(&mut self, table: &str) -> Result<bool, DbError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT COUNT(*) FROM pg_partitioned_table pt JOIN pg_class c ON c.oid = pt.partrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = current_schema() AND c.relname = $1::text",
+                &[&table],
+            )
+            .map_err(db_err)?;
+        Ok(row.try_get::<_, i64>(0).map_err(db_err)? != 0)
+    }
+
+    fn row_count(&mut self, table: &str) -> Result<i64, DbError> {
+        let row = self
+            .client
+            .query_one(&PostgresDialect.count_rows(table), &[])
+            .map_err(db_err)?;
+        row.try_get(0).map_err(db_err)
+    }
+
+    fn saved_states(&mut self) -> Result<Vec<SavedState>, DbError> {
+        let rows = self
+            .client
+            .query(
+                &format!("SELECT stream, state::text FROM {STATE_TABLE}"),
+                &[],
+            )
+            .map_err(db_err)?;
+        let mut states = Vec::with_capacity(rows.len());
+        for r in rows {
+            let stream: Option<String> = r.try_get(0).map_err(db_err)?;
+            let state: Option<String> = r.try_get(1).map_err(db_err)?;
+            if let (Some(stream), Some(state)) = (stream, state) {
+                states.push(SavedState { stream, state });
+            }
+        }
+        Ok(states)
+    }
+
+    fn begin_transaction(&mut self) -> Result<(), DbError> {
+        self.client.batch_execute("BEGIN").map_err(db_err)
+    }
+
+    fn commit_transaction(&mut self) -> Result<(), DbError> {
+        self.client.batch_execute("COMMIT").map_err(db_err)
+    }
+
+    fn rollback_transaction(&mut self) -> Result<(), DbError> {
+        self.client.batch_execute("ROLLBACK").map_err(db_err)
     }
 }

@@ -1,12 +1,14 @@
-//! The SQLite [`Database`]: one file, WAL, statements prepared once per connection.
+//! The SQLite backend: its [`Dialect`] (type names, `?N` parameters, `json_extract`, the
+//! plain metric views of `views/sqlite.sql`) and its [`Database`] (one file, WAL,
+//! statements prepared once per connection, `BEGIN IMMEDIATE` transactions).
 
 use std::path::Path;
 
 use rusqlite::types::{ToSqlOutput, Value as SqlValue};
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
 
-use super::columns::Cell;
-use super::dialect::{Database, DbError, Dialect};
+use super::columns::{Cell, ColType, RECORD_COLUMN};
+use super::dialect::{quote, Database, DbError, Dialect, SavedState, STATE_TABLE};
 
 /// How long a statement waits for another writer before failing.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -14,6 +16,41 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 const PAGE_CACHE_KIB: i64 = 64 * 1024;
 /// Prepared statements kept per connection (one upsert per table and stage, a few more).
 const STATEMENT_CACHE: usize = 64;
+
+/// SQLite's SQL: no partitions, plain views (nothing to refresh).
+pub struct SqliteDialect;
+
+impl Dialect for SqliteDialect {
+    fn type_name(&self, ty: ColType) -> &'static str {
+        match ty {
+            ColType::BigInt | ColType::Boolean => "INTEGER",
+            ColType::Double => "REAL",
+            // ISO 8601 UTC text with milliseconds sorts as the instants do; exact
+            // decimals stay text so no float ever rounds them
+            _ => "TEXT",
+        }
+    }
+
+    fn reported_type(&self, ty: ColType) -> &'static str {
+        match self.type_name(ty) {
+            "INTEGER" => "integer",
+            "REAL" => "real",
+            _ => "text",
+        }
+    }
+
+    fn param(&self, n: usize, _ty: ColType) -> String {
+        format!("?{n}")
+    }
+
+    fn record_field(&self, field: &str, _ty: ColType) -> String {
+        format!("json_extract({}, '$.\"{field}\"')", quote(RECORD_COLUMN))
+    }
+
+    fn views(&self) -> &'static str {
+        include_str!("views/sqlite.sql")
+    }
+}
 
 pub struct Sqlite {
     conn: Connection,
@@ -56,8 +93,8 @@ impl rusqlite::ToSql for Cell {
 }
 
 impl Database for Sqlite {
-    fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
+    fn dialect(&self) -> &'static dyn Dialect {
+        &SqliteDialect
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
@@ -102,28 +139,53 @@ impl Database for Sqlite {
         Ok(Some(rows))
     }
 
-    fn query_text(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, DbError> {
-        let mut stmt = self.conn.prepare(sql).map_err(db_err)?;
-        let n = stmt.column_count();
+    fn is_partitioned(&mut self, _table: &str) -> Result<bool, DbError> {
+        Ok(false)
+    }
+
+    fn row_count(&mut self, table: &str) -> Result<i64, DbError> {
+        self.conn
+            .query_row(&SqliteDialect.count_rows(table), [], |r| r.get(0))
+            .map_err(db_err)
+    }
+
+    fn saved_states(&mut self) -> Result<Vec<SavedState>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT stream, state FROM {STATE_TABLE}"))
+            .map_err(db_err)?;
         let rows = stmt
             .query_map([], |r| {
-                (0..n)
-                    .map(|i| {
-                        Ok(match r.get_ref(i)? {
-                            rusqlite::types::ValueRef::Null => None,
-                            rusqlite::types::ValueRef::Integer(v) => Some(v.to_string()),
-                            rusqlite::types::ValueRef::Real(v) => Some(v.to_string()),
-                            rusqlite::types::ValueRef::Text(t)
-                            | rusqlite::types::ValueRef::Blob(t) => {
-                                Some(String::from_utf8_lossy(t).into_owned())
-                            }
-                        })
-                    })
-                    .collect::<rusqlite::Result<Vec<_>>>()
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                ))
             })
             .map_err(db_err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(db_err)?;
-        Ok(rows)
+        Ok(rows
+            .into_iter()
+            .filter_map(|(stream, state)| {
+                Some(SavedState {
+                    stream: stream?,
+                    state: state?,
+                })
+            })
+            .collect())
+    }
+
+    fn begin_transaction(&mut self) -> Result<(), DbError> {
+        // IMMEDIATE: take the write lock now, so a busy database makes `begin` wait (up
+        // to BUSY_TIMEOUT) rather than a later write fail mid-transaction
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)
+    }
+
+    fn commit_transaction(&mut self) -> Result<(), DbError> {
+        self.conn.execute_batch("COMMIT").map_err(db_err)
+    }
+
+    fn rollback_transaction(&mut self) -> Result<(), DbError> {
+        self.conn.execute_batch("ROLLBACK").map_err(db_err)
     }
 }

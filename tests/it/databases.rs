@@ -95,11 +95,17 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("connect to {}: {e}", self.url()))
     }
 
-    /// Every row as text.
+    /// Every row as text, read with the database's own client (the loader's connection
+    /// only reads what the loader needs, decoded).
     pub fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
-        self.connect()
-            .query_text(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        self.try_query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    fn try_query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        match self {
+            TestDb::Sqlite { url } => sqlite_text_rows(url.trim_start_matches("sqlite:"), sql),
+            TestDb::Postgres { url, .. } => postgres_text_rows(url, sql),
+        }
     }
 
     pub fn exec(&self, sql: &str) {
@@ -111,8 +117,7 @@ impl TestDb {
     /// One value, or None when the query fails (the table is not there yet, the server
     /// is down): for polling.
     pub fn try_scalar(&self, sql: &str) -> Option<String> {
-        let mut db = Target::parse(self.url()).and_then(|t| t.connect()).ok()?;
-        db.query_text(sql)
+        self.try_query(sql)
             .ok()?
             .into_iter()
             .next()
@@ -126,6 +131,49 @@ impl TestDb {
             .next()
             .and_then(|r| r.into_iter().next().flatten())
     }
+}
+
+fn sqlite_text_rows(path: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    use rusqlite::types::ValueRef;
+    let conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+    conn.busy_timeout(Duration::from_secs(30))
+        .map_err(|e| e.to_string())?;
+    let mut stmt = conn.prepare(sql).map_err(|e| e.to_string())?;
+    let n = stmt.column_count();
+    let rows = stmt
+        .query_map([], |r| {
+            (0..n)
+                .map(|i| {
+                    Ok(match r.get_ref(i)? {
+                        ValueRef::Null => None,
+                        ValueRef::Integer(v) => Some(v.to_string()),
+                        ValueRef::Real(v) => Some(v.to_string()),
+                        ValueRef::Text(t) | ValueRef::Blob(t) => {
+                            Some(String::from_utf8_lossy(t).into_owned())
+                        }
+                    })
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(|e| e.to_string())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string());
+    rows
+}
+
+/// The simple protocol returns every value as text.
+fn postgres_text_rows(url: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).map_err(|e| e.to_string())?;
+    let messages = client.simple_query(sql).map_err(|e| e.to_string())?;
+    Ok(messages
+        .into_iter()
+        .filter_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect())
 }
 
 pub struct PgCluster {
