@@ -254,7 +254,7 @@ fn session(
         }
         loader.commit_state(APPLIED_KEY, &json!({ "seq": last }))?;
         seq = last;
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = loop_time::now().timestamp_millis();
         latencies.ms.extend(received.into_iter().map(|t| now - t));
         if let Some(refresher) = refresher {
             refresher.mark_stale();
