@@ -545,7 +545,11 @@ fn decide(shared: &Shared, key: &str, token: Option<&str>, limited: bool) -> Dec
 /// from it), so that a test that moved the fake's clock sees it there too.
 async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let mut r = api_answer(Arc::clone(&shared), req).await;
-    let date = shared.time.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    let date = shared
+        .time
+        .now()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
     if let Ok(v) = HeaderValue::try_from(date) {
         r.headers_mut().insert(header::DATE, v);
     }

@@ -349,12 +349,15 @@ mod tests {
     }
 
     fn outbox(plan: DeliveryPlan) -> Outbox {
-        Outbox::new(WebhookTarget {
-            url: "http://127.0.0.1:9/x".into(),
-            secret: "s".into(),
-            encoding: SignatureEncoding::Hex,
-            plan,
-        }, loop_time::Clock::new())
+        Outbox::new(
+            WebhookTarget {
+                url: "http://127.0.0.1:9/x".into(),
+                secret: "s".into(),
+                encoding: SignatureEncoding::Hex,
+                plan,
+            },
+            loop_time::Clock::new(),
+        )
     }
 
     #[test]
