@@ -523,7 +523,7 @@ pub fn parse_retry_after(s: &str) -> Option<Duration> {
         return None;
     }
     let when = DateTime::parse_from_rfc2822(s).ok()?.with_timezone(&Utc);
-    let delta = when - Utc::now();
+    let delta = when - loop_time::now();
     Some(delta.to_std().unwrap_or(Duration::ZERO))
 }
 

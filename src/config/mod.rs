@@ -330,7 +330,7 @@ fn read_start_date(r: &mut Reader) -> Option<DateTime<Utc>> {
         return parse_instant(DEFAULT_START_DATE);
     };
     match parse_instant(&s) {
-        Some(t) if t <= Utc::now() => Some(t),
+        Some(t) if t <= loop_time::now() => Some(t),
         Some(_) => {
             r.problem(format!(
                 "`start_date` {s:?} is in the future; use a past date such as 2024-01-01T00:00:00Z"

@@ -234,7 +234,7 @@ fn session(
             loader.write(event)?;
         }
         seq = last;
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = loop_time::now().timestamp_millis();
         latencies
             .ms
             .extend(batch.received_ms.into_iter().map(|t| now - t));

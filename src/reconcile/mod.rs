@@ -172,7 +172,7 @@ fn kind_of(stream: &str) -> &'static str {
 
 /// Runs one reconciliation: compares, repairs when asked, stores the run.
 pub fn reconcile(config: &Config, options: &Options) -> Result<Report, ReconcileError> {
-    let now = Utc::now();
+    let now = loop_time::now();
     let path = config
         .webhooks
         .journal_path

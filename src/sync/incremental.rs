@@ -327,7 +327,7 @@ impl<'a> Window<'a> {
                 last_page = last_page.max(page_no);
                 if self.paging_start.is_none() {
                     self.paging_start = Some(page.server_date.unwrap_or_else(|| {
-                        Utc::now()
+                        loop_time::now()
                             - chrono::Duration::from_std(engine.config.sync.clock_skew)
                                 .unwrap_or_default()
                     }));
@@ -422,7 +422,7 @@ impl<'a> Window<'a> {
     async fn check(&mut self, em: &mut Emitter) -> Result<EarliestPage, SyncError> {
         let engine = self.engine;
         let retry_log = em.retry_log();
-        let since = self.paging_start.unwrap_or_else(Utc::now)
+        let since = self.paging_start.unwrap_or_else(loop_time::now)
             - chrono::Duration::seconds(CHECK_OVERLAP_SECS);
         let mut params = fixed_params(&self.w.endpoint);
         params.push((self.w.start_param, since.timestamp().to_string()));

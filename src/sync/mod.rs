@@ -50,7 +50,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use serde_json::Value;
 
 use crate::client::{ApiError, LoopClient};
@@ -258,7 +257,7 @@ impl Engine {
             client,
             sink,
             output_gone,
-            upper_sec: Utc::now().timestamp(),
+            upper_sec: loop_time::now().timestamp(),
         }
     }
 

@@ -88,7 +88,7 @@ fn an_incremental_sync_reads_only_what_changed() {
             count: 120,
         });
         // (changes a few seconds old, as between real syncs: not in the window's check)
-        std::thread::sleep(std::time::Duration::from_secs(3));
+        advance_clock(std::time::Duration::from_secs(3));
         let before = requests(&server);
         let second = read(dir.path(), Some(&first.final_state()));
         assert_eq!(second.code, Some(0), "{:?}", second.errors());
@@ -166,11 +166,7 @@ fn a_change_made_just_before_a_sync_starts_is_in_that_sync() {
     let first = read(dir.path(), None);
     assert_eq!(first.code, Some(0), "{:?}", first.errors());
     // early in a fresh second, so that the change and the sync's start share it
-    let now = chrono::Utc::now();
-    let into_second = now.timestamp_subsec_millis();
-    std::thread::sleep(std::time::Duration::from_millis(
-        u64::from(1000 - into_second) + 20,
-    ));
+    advance_clock_into_next_second();
     let changed: Vec<Value> = server.mutate(Mutation::Touch {
         stream: "subscriptions".into(),
         count: 1,
@@ -237,7 +233,7 @@ fn a_reader_that_goes_away_stops_the_sync_quietly() {
     let n = 9000;
     let server = fake(subscriptions_only(Distribution::Uniform, PageOrder::Id, n));
     let dir = subscriptions_dir(&server, json!({"page_size": 10, "validate_records": false}));
-    let mut child = std::process::Command::new(bin())
+    let mut child = command(bin())
         .args([
             "read",
             "--config",

@@ -1,7 +1,7 @@
 //! `source-loop sync --into`: the same tests against SQLite and a real PostgreSQL server.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use fake_loop::{FakeServer, Mutation, PageOrder};
@@ -222,7 +222,7 @@ fn postgres_a_second_load_reads_only_the_changes_from_the_databases_own_state() 
 
 /// Starts `sync` and SIGKILLs it after `after`.
 fn sync_killed_after(dir: &std::path::Path, db: &TestDb, after: Duration) {
-    let mut child = Command::new(bin())
+    let mut child = command(bin())
         .args([
             "sync",
             "--config",

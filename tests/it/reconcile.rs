@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use fake_loop::{
     Delivery, FakeServer, Fault, FaultKind, Mutation, PageOrder, SignatureEncoding, WebhookOnly,
     WebhookTarget,
@@ -115,7 +114,7 @@ fn touch(server: &FakeServer, stream: &str, ids: &[i64], how: Delivery) {
     };
     assert_eq!(server.mutate_with(m, how).len(), ids.len());
     // the next change gets a later updatedAt
-    std::thread::sleep(Duration::from_millis(3));
+    server.clock().advance(Duration::from_millis(3));
 }
 
 /// The ids of one list of one stream of a report.
@@ -162,7 +161,7 @@ fn planted_differences_reported_and_repaired(page_order: PageOrder) {
     // The journal begins with this change (agreeing).
     touch(&server, "subscriptions", &[s[12]], Delivery::Plan);
     wait_delivered(&server);
-    std::thread::sleep(Duration::from_millis(20));
+    server.clock().advance(Duration::from_millis(20));
 
     // Agreeing: delivered as Loop would, duplicated, or reordered.
     touch(&server, "subscriptions", &s[0..5], Delivery::Plan);
@@ -323,8 +322,9 @@ fn planted_differences_reported_and_repaired(page_order: PageOrder) {
 
     // Repair while the receiver keeps receiving: changes to other orders are delivered
     // all along and journaled beside the repair's writes. The API read is slowed so that
-    // they overlap; they start in the second after the run began, so they are younger
-    // than its `until` and not compared.
+    // they overlap; they start once the run is reading the API, in the second after the
+    // one it began in (the fake's clock is moved there; the run keeps the time it was
+    // started with), so they are younger than its `until` and not compared.
     server.inject(Fault {
         path: Some("/order".into()),
         kind: FaultKind::Slow { millis: 1500 },
@@ -332,12 +332,22 @@ fn planted_differences_reported_and_repaired(page_order: PageOrder) {
     });
     let receiving = AtomicBool::new(true);
     let before = server.webhook_stats().delivered;
+    let requests_before: u64 = server.stats().requests.values().sum();
+    let clock = harness::test_clock();
     let (r, repaired, during) = std::thread::scope(|scope| {
         scope.spawn(|| {
-            let into_next_second = 1010 - i64::from(Utc::now().timestamp_subsec_millis());
-            std::thread::sleep(Duration::from_millis(into_next_second as u64));
+            let start = Instant::now();
+            while server.stats().requests.values().sum::<u64>() == requests_before {
+                assert!(
+                    start.elapsed() < DELIVERY_LIMIT,
+                    "reconcile never read the API"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            harness::clock_into_next_second(&clock);
             while receiving.load(Ordering::Relaxed) {
                 touch(&server, "orders", &o[10..14], Delivery::Plan);
+                // pacing: a delivery every 20 ms for as long as the run lasts
                 std::thread::sleep(Duration::from_millis(20));
             }
         });

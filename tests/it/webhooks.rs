@@ -16,7 +16,7 @@ use loop_webhooks::signature::{sign_base64, sign_hex};
 use loop_webhooks::JournalReader;
 use serde_json::{json, Value};
 
-use crate::harness::{self, bin, p, write_catalog, write_config, write_json, Run, TOKEN};
+use crate::harness::{self, bin, command, p, write_catalog, write_config, write_json, Run, TOKEN};
 
 pub(crate) const SECRET: &str = "whsec-TEST-7d41c0ffee";
 const SECRET_2: &str = "whsec-ROTATED-99ab12";
@@ -94,7 +94,7 @@ impl Serve {
     ) -> Serve {
         for _ in 0..5 {
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            let mut cmd = Command::new(bin());
+            let mut cmd = command(bin());
             cmd.args([
                 "serve",
                 "--config",
@@ -386,7 +386,7 @@ fn ts(t: chrono::DateTime<Utc>) -> String {
 
 /// `serve` that is expected to exit at once (bad config): code, stdout, stderr.
 fn run_serve_briefly(config: &Path) -> Run {
-    let mut child = Command::new(bin())
+    let mut child = command(bin())
         .args(["serve", "--config", p(config), "--listen", "127.0.0.1:0"])
         .env_remove("LOOP_WEBHOOK_SECRETS")
         .stdin(Stdio::null())

@@ -301,12 +301,15 @@ pub(crate) struct Shared {
     cfg: FakeConfig,
     outbox: Option<std::sync::Arc<webhooks::Outbox>>,
     clock: limiter::EpochClock,
+    /// "Now" for every instant the fake stamps (`updatedAt`, webhook times, `Date`);
+    /// tests move it forward instead of sleeping ([`FakeServer::advance_clock`]).
+    time: loop_time::Clock,
     data: RwLock<Data>,
     ctl: Mutex<Control>,
 }
 
 impl Shared {
-    fn new(cfg: FakeConfig) -> Shared {
+    fn new(cfg: FakeConfig, time: loop_time::Clock) -> Shared {
         let data = match &cfg.data {
             Some(seed) => Data::from_seed(&cfg, seed),
             None => Data::generate(&cfg),
@@ -326,7 +329,8 @@ impl Shared {
             outbox: cfg
                 .webhooks
                 .clone()
-                .map(|t| std::sync::Arc::new(webhooks::Outbox::new(t))),
+                .map(|t| std::sync::Arc::new(webhooks::Outbox::new(t, time.clone()))),
+            time,
             cfg,
         }
     }
@@ -354,7 +358,7 @@ impl Shared {
 
     /// Applies `m`, then sends the webhooks of its new versions as `how` says.
     fn mutate_with(&self, m: &Mutation, how: Delivery) -> Vec<serde_json::Value> {
-        let now = Utc::now().timestamp_millis();
+        let now = self.time.now_ms();
         let versions = self.data_write().apply(m, now);
         if let Some(outbox) = &self.outbox {
             let (stream, created) = m.target();
@@ -365,7 +369,7 @@ impl Shared {
 
     fn webhook_only(&self, w: &WebhookOnly) -> Result<serde_json::Value, WebhookOnlyError> {
         let outbox = self.outbox.as_ref().ok_or(WebhookOnlyError::NoTarget)?;
-        let now = Utc::now().timestamp_millis();
+        let now = self.time.now_ms();
         let (stream, id) = match w {
             WebhookOnly::NewerThanApi { stream, id }
             | WebhookOnly::UnknownEntity { stream, id } => (stream, *id),
@@ -526,8 +530,8 @@ mod tests {
     #[test]
     fn deterministic_and_consistent() {
         let cfg = small();
-        let a = Shared::new(cfg.clone());
-        let b = Shared::new(cfg.clone());
+        let a = Shared::new(cfg.clone(), loop_time::Clock::new());
+        let b = Shared::new(cfg.clone(), loop_time::Clock::new());
         let subs = a.records("subscriptions").unwrap();
         assert_eq!(subs, b.records("subscriptions").unwrap());
         assert_eq!(subs.len(), 300);
@@ -557,7 +561,7 @@ mod tests {
 
     #[test]
     fn mutations() {
-        let s = Shared::new(small());
+        let s = Shared::new(small(), loop_time::Clock::new());
         let out = s.mutate(&Mutation::Touch {
             stream: "subscriptions".into(),
             count: 3,

@@ -63,7 +63,16 @@ pub struct FakeServer {
 impl FakeServer {
     /// Starts on its own tokio runtime on a std thread; returns once listening.
     pub fn start_in_thread(cfg: FakeConfig) -> Result<FakeServer, StartError> {
-        let shared = Arc::new(Shared::new(cfg));
+        Self::start_in_thread_with_clock(cfg, loop_time::Clock::new())
+    }
+
+    /// [`FakeServer::start_in_thread`] telling time by `clock` (a test's clock, moved
+    /// forward by the test; see [`FakeServer::clock`]).
+    pub fn start_in_thread_with_clock(
+        cfg: FakeConfig,
+        clock: loop_time::Clock,
+    ) -> Result<FakeServer, StartError> {
+        let shared = Arc::new(Shared::new(cfg, clock));
         let bind_error = |source| StartError::Bind {
             addr: loopback(0),
             source,
@@ -113,7 +122,7 @@ impl FakeServer {
 
     /// Starts on the caller's runtime, listening on `port` (0 = any).
     pub async fn start_on_port(cfg: FakeConfig, port: u16) -> Result<FakeServer, StartError> {
-        let shared = Arc::new(Shared::new(cfg));
+        let shared = Arc::new(Shared::new(cfg, loop_time::Clock::new()));
         let bind_error = |source| StartError::Bind {
             addr: loopback(port),
             source,
@@ -201,6 +210,14 @@ impl FakeServer {
 
     pub fn set_token(&self, t: &str) {
         self.shared.set_token(t)
+    }
+
+    /// The fake's clock (a handle sharing it): every `updatedAt`/`createdAt` it stamps,
+    /// its webhooks' times and its `Date` header. A test moves it forward
+    /// ([`loop_time::Clock::advance`]) instead of sleeping, and starts the connector with
+    /// the same offset ([`loop_time::TEST_CLOCK_OFFSET_ENV`]) so that both agree on now.
+    pub fn clock(&self) -> loop_time::Clock {
+        self.shared.time.clone()
     }
 
     pub fn shutdown(self) {
@@ -524,7 +541,22 @@ fn decide(shared: &Shared, key: &str, token: Option<&str>, limited: bool) -> Dec
     }
 }
 
+/// Every API answer carries the fake's own `Date` (the engine reads the server's clock
+/// from it), so that a test that moved the fake's clock sees it there too.
 async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let mut r = api_answer(Arc::clone(&shared), req).await;
+    let date = shared
+        .time
+        .now()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    if let Ok(v) = HeaderValue::try_from(date) {
+        r.headers_mut().insert(header::DATE, v);
+    }
+    r
+}
+
+async fn api_answer(shared: Arc<Shared>, req: Request) -> Response {
     let kill = req.extensions().get::<ConnKill>().cloned();
     let method = req.method().clone();
     let uri = req.uri().clone();

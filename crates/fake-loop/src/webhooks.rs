@@ -138,6 +138,8 @@ struct Queue {
 /// Makes webhooks for new versions and hands them to the sender task.
 pub(crate) struct Outbox {
     target: WebhookTarget,
+    /// The fake's clock: webhook created-at and delivery-at times.
+    clock: loop_time::Clock,
     queue: Mutex<Queue>,
     tx: mpsc::UnboundedSender<Outgoing>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
@@ -167,10 +169,11 @@ pub fn sign(secret: &str, encoding: SignatureEncoding, body: &[u8]) -> String {
 }
 
 impl Outbox {
-    pub(crate) fn new(target: WebhookTarget) -> Outbox {
+    pub(crate) fn new(target: WebhookTarget, clock: loop_time::Clock) -> Outbox {
         let (tx, rx) = mpsc::unbounded_channel();
         Outbox {
             target,
+            clock,
             queue: Mutex::new(Queue::default()),
             tx,
             rx: Mutex::new(Some(rx)),
@@ -210,7 +213,7 @@ impl Outbox {
             q.stats.dropped += 1;
             return;
         }
-        let now = loop_time::format_instant(chrono::Utc::now());
+        let now = loop_time::format_instant(self.clock.now());
         let body = json!({"payload": payload, "metaData": {"myshopifyDomain": SHOP_DOMAIN}});
         let out = Outgoing {
             id: format!("fake-wh-{n}"),
@@ -310,7 +313,7 @@ impl Outbox {
                 .header("x-loop-webhook-created-at", &out.created_at)
                 .header(
                     "x-loop-webhook-delivery-at",
-                    loop_time::format_instant(chrono::Utc::now()),
+                    loop_time::format_instant(self.clock.now()),
                 )
                 .header("x-loop-webhook-retry-count", attempt.to_string())
                 .header("x-loop-signature", &signature)
@@ -375,12 +378,15 @@ mod tests {
     }
 
     fn outbox(plan: DeliveryPlan) -> Outbox {
-        Outbox::new(WebhookTarget {
-            url: "http://127.0.0.1:9/x".into(),
-            secret: "s".into(),
-            encoding: SignatureEncoding::Hex,
-            plan,
-        })
+        Outbox::new(
+            WebhookTarget {
+                url: "http://127.0.0.1:9/x".into(),
+                secret: "s".into(),
+                encoding: SignatureEncoding::Hex,
+                plan,
+            },
+            loop_time::Clock::new(),
+        )
     }
 
     #[test]

@@ -8,6 +8,13 @@
 //! Instants are `DateTime<Utc>` or, where they are stored or compared as numbers,
 //! signed unix milliseconds. Sub-millisecond digits are dropped (toward the past),
 //! never rounded, so a formatted instant never lies after the one it came from.
+//!
+//! It also owns "now" ([`now`], [`Clock`]): the wall clock plus an offset only tests set
+//! (module `clock`).
+
+mod clock;
+
+pub use clock::{now, process_offset_ms, Clock, TEST_CLOCK_OFFSET_ENV};
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 

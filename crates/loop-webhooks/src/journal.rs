@@ -541,7 +541,7 @@ pub(crate) fn write_transaction(
         tx.execute(
             "INSERT INTO receiver_probe (id, probed_at) VALUES (1, ?1)
              ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
-            params![format_instant(Utc::now())],
+            params![format_instant(loop_time::now())],
         )?;
     }
     tx.commit()?;

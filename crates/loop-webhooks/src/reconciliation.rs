@@ -15,7 +15,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::Utc;
 use loop_entities::ENTITIES;
 use loop_time::format_ms;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -64,7 +63,7 @@ impl Repair {
             created_at: Some(format_ms(self.updated_at_ms)),
             delivery_at: None,
             retry_count: None,
-            received_at: Utc::now(),
+            received_at: loop_time::now(),
             shop_domain: None,
             entity: Some(EntityRef {
                 kind: self.kind.clone(),

@@ -15,7 +15,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::Utc;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use loop_entities::is_known_topic;
 use serde::Deserialize;
@@ -447,7 +446,7 @@ async fn receive(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bod
         created_at: header(HEADER_CREATED_AT),
         delivery_at: header(HEADER_DELIVERY_AT),
         retry_count: header(HEADER_RETRY_COUNT).and_then(|v| v.parse().ok()),
-        received_at: Utc::now(),
+        received_at: loop_time::now(),
         shop_domain,
         entity,
         payload,
@@ -571,7 +570,7 @@ async fn metrics_text(State(app): State<Arc<AppState>>) -> Response {
         .journal_bytes
         .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     let age = stats.last_received_ms().map_or(-1.0, |ms| {
-        ((Utc::now().timestamp_millis() - ms).max(0) as f64) / 1000.0
+        ((loop_time::now().timestamp_millis() - ms).max(0) as f64) / 1000.0
     });
     app.metrics.last_event_age_seconds.set(age);
     app.metrics.observe_reconciliation(path);
