@@ -8,13 +8,16 @@ One command (after `cargo build --release --workspace --bins`):
     python3 bench/efficiency.py                  # ~8 min: every scenario below
     python3 bench/efficiency.py --quick          # ~2 min: smaller data, no 1 000 000 store
     python3 bench/efficiency.py --json out.json --markdown out.md  # every number; README table
+    python3 bench/efficiency.py --only jitter --runs 10 --no-declarative  # ~8 min: the jitter series
 
 Options: --bin-dir DIR (fake-loop and source-loop; default $CARGO_TARGET_DIR/release, else
 target/release), --scale F (time scale of Loop's rate limits, default 0.1), --no-declarative
 (source-loop only: no venv), --no-new-flags (a fake-loop without --limiter, --distribution
 and --retry-after rounded-up: run only the dimensions it has; without this switch such a
-fake-loop is an error), --only first-sync|rate-limited|incremental (repeatable),
---timeout S (per sync, default 900).
+fake-loop is an error), --only first-sync|rate-limited|incremental|jitter (repeatable),
+--timeout S (per sync, default 900), --runs N (syncs in a row per limiter kind in the jitter
+series, default 10), --series-jitter on|off (repeatable: the series with the fake's
+--jitter, without it, or both; default on).
 
 It starts everything itself on 127.0.0.1 and talks to nothing else. The declarative source
 runs from a venv this script creates once and reuses: airbyte-cdk at the pin of
@@ -50,6 +53,11 @@ Scenarios:
    to whole seconds: source-loop, the declarative source without its api_budget, and with it.
 3. incremental: a first sync, then the fake touches some records (`/_control/mutate`), then a
    second sync from the first one's final state; the second sync's ratio.
+4. jitter series (only with `--only jitter`): scenario 2's store and limits with the fake's
+   server-side jitter (`--jitter`: each request counted 0-10 ms late, 2 % of them 50 ms more),
+   under each limiter kind, --runs syncs in a row on one fake; reports the distribution of
+   wall / theoretical minimum and of 429s per endpoint per run (not the best run), with the
+   load average around each run, because a shared machine's load moves the numbers.
 
 Targets (printed next to the numbers): requests / minimum pages <= 1.05 on a first sync, and
 wall / theoretical minimum <= 1.05 with at most one 429 per endpoint when rate-limited.
@@ -657,6 +665,76 @@ def run_incremental(sc: Scenario, bin_dir: Path, scale: float, timeout: float) -
             "mutations": MUTATIONS, "runs": runs, "notes": sc.notes}
 
 
+def run_series(sc: Scenario, bin_dir: Path, scale: float, timeout: float, runs: int) -> dict:
+    """`runs` rate-limited first syncs in a row per connector on one fake (each a fresh
+    first sync: no state), with the load average before each."""
+    streams = [s.name for s in STREAMS if sc.counts.get(s.name, 0) > 0]
+    log(f"\n== {sc.name}: {runs} runs, fake-loop {' '.join(fake_args(sc.counts, sc.extra))}")
+    fake = Fake(bin_dir / "fake-loop", fake_args(sc.counts, sc.extra))
+    try:
+        truth = Truth.of(fake, streams, sc.counts)
+        pages = truth.min_pages()
+        min_s = theoretical_min_s(pages, scale)[0]
+        out_runs = []
+        for i in range(runs):
+            for c in sc.connectors:
+                time.sleep(max(1.0, 3.0 * scale * 2))  # let the fake's limiters refill between syncs
+                load = os.getloadavg()[0]
+                with tempfile.TemporaryDirectory(prefix="efficiency-") as d:
+                    before = fake.stats()
+                    run = c.read(fake, streams, scaled_limits(scale), None, timeout, True, Path(d))
+                    delta = stats_delta(before, fake.stats())
+                m = measure(run, delta, truth, pages, min_s)
+                m["run"] = i + 1
+                m["load_1min"] = round(load, 2)
+                out_runs.append(m)
+                log(f"   {i + 1:>2} {m['connector']:<20} load {load:5.2f}  {short(m)}"
+                    f"  429s/ep {m.get('http_429_by_endpoint') or {}}")
+    finally:
+        fake.stop()
+    return {"scenario": sc.name, "kind": sc.kind, "fake_flags": fake_args(sc.counts, sc.extra),
+            "records": truth.counts, "min_pages": pages, "runs": out_runs, "notes": sc.notes,
+            "theoretical_min_s": round(min_s, 3), "slowest_stream": theoretical_min_s(pages, scale)[1]}
+
+
+def series_summary(results: list[dict]) -> list[dict]:
+    """Per series scenario and connector: the distribution over its runs."""
+    rows = []
+    for r in results:
+        if r["kind"] != "series":
+            continue
+        for label in dict.fromkeys(m["connector"] for m in r["runs"]):
+            ms = [m for m in r["runs"] if m["connector"] == label]
+            walls = sorted(m["wall_ratio"] for m in ms)
+            per_ep = [max((m.get("http_429_by_endpoint") or {}).values(), default=0) for m in ms]
+            totals = [m["http_429"] for m in ms]
+            loads = [m["load_1min"] for m in ms]
+            rows.append({
+                "scenario": r["scenario"], "connector": label, "runs": len(ms),
+                "theoretical_min_s": r["theoretical_min_s"],
+                "wall_ratio_min": walls[0], "wall_ratio_median": walls[len(walls) // 2],
+                "wall_ratio_max": walls[-1], "wall_ratios": [m["wall_ratio"] for m in ms],
+                "runs_within_1_08": sum(w <= 1.08 for w in walls),
+                "http_429_per_run": totals, "max_429_per_endpoint_per_run": per_ep,
+                "runs_with_at_most_one_429_per_endpoint": sum(n <= 1 for n in per_ep),
+                "complete": all(m["complete"] for m in ms),
+                "load_1min_min": min(loads), "load_1min_max": max(loads),
+            })
+    return rows
+
+
+def series_markdown(rows: list[dict]) -> str:
+    lines = ["| series | runs | wall ÷ min: min / median / max (runs ≤ 1.08) | 429s per run | max 429s on one endpoint per run | load average (1 min) |",
+             "|---|---|---|---|---|---|"]
+    for s in rows:
+        lines.append(
+            f"| {s['scenario']}, {SHORT.get(s['connector'], s['connector'])}, min {s['theoretical_min_s']:.1f} s | {s['runs']} | "
+            f"{s['wall_ratio_min']:.3f} / {s['wall_ratio_median']:.3f} / {s['wall_ratio_max']:.3f} ({s['runs_within_1_08']}/{s['runs']}) | "
+            f"{' '.join(map(str, s['http_429_per_run']))} | {' '.join(map(str, s['max_429_per_endpoint_per_run']))} | "
+            f"{s['load_1min_min']:.1f}–{s['load_1min_max']:.1f} |" + ("" if s["complete"] else " INCOMPLETE"))
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------------------------
 # Output
 
@@ -789,8 +867,11 @@ def main() -> None:
     ap.add_argument("--no-new-flags", action="store_true",
                     help="fake-loop without --limiter/--distribution/--retry-after rounded-up: run what it has")
     ap.add_argument("--timeout", type=float, default=900, help="per sync, seconds (default %(default)s)")
-    ap.add_argument("--only", choices=["first-sync", "rate-limited", "incremental"], action="append",
-                    help="run only these scenario kinds (repeatable)")
+    ap.add_argument("--only", choices=["first-sync", "rate-limited", "incremental", "jitter"], action="append",
+                    help="run only these scenario kinds (repeatable; the jitter series only when named)")
+    ap.add_argument("--runs", type=int, default=10, help="syncs in a row per limiter kind in the jitter series (default %(default)s)")
+    ap.add_argument("--series-jitter", choices=["on", "off"], action="append",
+                    help="the series with the fake's --jitter, without, or both (repeatable; default on)")
     a = ap.parse_args()
 
     bin_dir = a.bin_dir if a.bin_dir.is_absolute() else (Path.cwd() / a.bin_dir)
@@ -854,6 +935,15 @@ def main() -> None:
             scenarios.append((run_first_sync, Scenario(
                 f"limits x{a.scale:g}, {lim or 'gcra'}, Retry-After {retry_after}",
                 "rate-limited", rl_counts, extra, conns, rate_limited=True)))
+    if "jitter" in kinds:
+        for jitter in dict.fromkeys(a.series_jitter or ["on"]):
+            for lim in limiters:
+                extra = ["--rate-limits", "--rate-scale", str(a.scale), "--retry-after", retry_after]
+                extra += (["--limiter", lim] if lim else []) + (["--jitter"] if jitter == "on" else [])
+                conns = [loop] + ([decl_budget] if decl_budget else [])
+                scenarios.append((lambda sc, b, s, t: run_series(sc, b, s, t, a.runs), Scenario(
+                    f"limits x{a.scale:g}, {lim or 'gcra'}, " + ("jitter 0-10 ms + 2 % x 50 ms" if jitter == "on" else "no jitter"),
+                    "series", rl_counts, extra, conns, rate_limited=True)))
     if "incremental" in kinds:
         conns = [loop] + ([decl] if decl else [])
         scenarios.append((run_incremental, Scenario(
@@ -865,13 +955,23 @@ def main() -> None:
     for fn, sc in scenarios:
         results.append(fn(sc, bin_dir, a.scale, a.timeout))
     total = time.monotonic() - started
+    series = series_summary(results)
+    results = [r for r in results if r["kind"] != "series"] + [r for r in results if r["kind"] == "series"]
+    single = [r for r in results if r["kind"] != "series"]
 
     print()
     print(table(results))
+    if series:
+        print()
+        print("series (the distribution over runs, not the best run; targets: wall/min <= 1.08, "
+              "at most one 429 per endpoint per run):")
+        print(series_markdown(series))
+    if not single:
+        print(f"\ntotal {total:.0f}s; scale {a.scale:g}; load average now {os.getloadavg()[0]:.2f}")
     print()
     print("side by side (target <= %.2f; wall/min only where rate-limited; loop = source-loop, decl = "
           "the declarative source without its api_budget, decl+budget = with it):" % TARGET)
-    print(side_by_side(results, labels))
+    print(side_by_side(single, labels))
     print(f"\ntotal {total:.0f}s; scale {a.scale:g}" + "".join("; " + n for n in notes))
     cdk = None
     if venv is not None:
@@ -884,12 +984,13 @@ def main() -> None:
            "fake_loop_flags": flags.__dict__, "notes": notes, "total_s": round(total, 1),
            "targets": {"requests_per_min_pages": TARGET, "wall_per_theoretical_min": TARGET,
                        "max_429_per_endpoint": 1},
-           "scenarios": results}
+           "scenarios": results, "series": series}
     if a.json:
         a.json.write_text(json.dumps(doc, indent=1))
         log(f"wrote {a.json}")
     if a.markdown:
-        a.markdown.write_text(markdown(doc, labels))
+        a.markdown.write_text(markdown(dict(doc, scenarios=single), labels)
+                              + ("\n" + series_markdown(series) if series else ""))
         log(f"wrote {a.markdown}")
 
 

@@ -1,7 +1,9 @@
 //! The Loop Admin API client: auth, envelope, pacing, retries and error classes.
 //!
-//! Every endpoint is paced on its own (`pacing`): evenly spaced at Loop's limit (times
-//! the configured share of the store-wide pool) plus a margin. A 429 blocks the endpoint
+//! Every endpoint is paced on its own (`pacing`): a request waits a window after the
+//! response to the request `n` places before it (Loop's limit of n per window times the
+//! configured share of the store-wide pool, plus a margin), and requests are evenly
+//! spaced at that limit. A 429 blocks the endpoint
 //! for `Retry-After` (or until its own last requests leave the limit's window) and slows
 //! it down; successes speed it back up, never to the pace that was refused.
 //!
@@ -23,7 +25,7 @@ use crate::config::{Config, RetryPolicy};
 use crate::event::FailureType;
 
 pub use pacing::RequestStats;
-use pacing::{Counters, Endpoint};
+use pacing::{Counters, Endpoint, Reservation};
 
 /// The longest `Retry-After` honoured as given (a larger one is capped to this).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
@@ -257,11 +259,10 @@ impl LoopClient {
         let mut limited_before = false;
         loop {
             attempt += 1;
-            ep.acquire().await;
+            let slot = ep.acquire().await;
             ep.stats.requests.fetch_add(1, Ordering::Relaxed);
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let outcome = self.attempt(&url, &path, &query).await;
-            ep.answered();
+            let outcome = self.attempt(&url, &path, &query, slot).await;
             let (reason, rate_limited, retry_after, unreachable) = match outcome {
                 Ok(page) => {
                     ep.on_success();
@@ -341,8 +342,13 @@ impl LoopClient {
         url: &str,
         path: &str,
         query: &[(&str, String)],
+        slot: Reservation<'_>,
     ) -> Result<Page, Attempt> {
-        let resp = match self.http.get(url).query(query).send().await {
+        let sent = self.http.get(url).query(query).send().await;
+        // The server counted the request before its headers came back (the body may take
+        // a while longer): this is the earliest safe anchor for the window.
+        slot.answered();
+        let resp = match sent {
             Ok(r) => r,
             Err(e) => {
                 return Err(Attempt::Retry {

@@ -1,5 +1,24 @@
-//! Per-endpoint pacing: requests evenly spaced at the endpoint's limit plus a safety
-//! margin, adapted after 429s without oscillating, and the counts the summary reports.
+//! Per-endpoint pacing: each request waits until the server has surely counted the
+//! request `n` places before it a whole window ago (n requests per W seconds), requests are
+//! evenly spaced at the limit, pace is adapted after 429s without oscillating; and the counts
+//! the summary reports.
+//!
+//! Why the response, not the send, anchors the window: a limiter places a request where
+//! the server *counted* it, which the client never sees; a loaded server counts a request
+//! a few milliseconds after it arrived (a pause in its own process, a busy core, a hop
+//! behind a load balancer), so requests the client spaced exactly W apart by their sends
+//! can be less than W apart where the limiter looks. What the client does see is when a
+//! response came back, and the server counted the request before it answered. So request
+//! j is sent no earlier than `received(j − n) + W`: the server counted j − n no later than
+//! `received(j − n)` and counts j no earlier than `sent(j)`, so it sees at least W between
+//! them whatever its delay. n requests at least W apart in that sense is what all three
+//! readings of "n per W" accept: a sliding window (no n + 1 inside any half-open W), a
+//! fixed window (each calendar window is such an interval) and a token bucket of n
+//! refilled at n/W (any span L then holds at most n·(1 + L/W) requests). The only cost is
+//! each response's travel time, once per n requests, where a margin wide enough to absorb
+//! the jitter would cost the jitter's worst case on every request. A request's slot is
+//! reserved when it is sent and anchored when its response (or failure) arrives, so
+//! concurrent requests to one endpoint are accounted too.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -8,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Notify;
 
 use crate::config::RateLimit;
 
@@ -50,6 +70,14 @@ const RECOVER_AFTER_SUCCESSES: u32 = 20;
 const ABOVE_REFUSED_PACE: f64 = 1.05;
 const MAX_SLOWDOWN: f64 = 8.0;
 
+/// One of the endpoint's recent requests.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    seq: u64,
+    /// When its response (or its failure) came back; `None` while it is in flight.
+    answered: Option<Instant>,
+}
+
 struct Pace {
     base: Duration,
     slowdown: f64,
@@ -58,10 +86,17 @@ struct Pace {
     successes: u32,
     limiter: Arc<DefaultDirectRateLimiter>,
     blocked_until: Option<Instant>,
-    /// When the endpoint's last `limit.requests` requests were sent, oldest first.
-    sends: VecDeque<Instant>,
-    /// The endpoint's first request has been answered.
-    first_answered: bool,
+    /// The endpoint's last `limit.requests` requests, oldest first.
+    recent: VecDeque<Slot>,
+    next_seq: u64,
+}
+
+/// What a request must wait for before it may be sent.
+enum Wait {
+    Nothing,
+    Until(Instant),
+    /// The request `n` places earlier is still in flight.
+    Answer,
 }
 
 fn limiter_for(interval: Duration) -> Arc<DefaultDirectRateLimiter> {
@@ -72,14 +107,18 @@ fn limiter_for(interval: Duration) -> Arc<DefaultDirectRateLimiter> {
     Arc::new(RateLimiter::direct(quota))
 }
 
-/// Per-endpoint adaptive pacing: evenly spaced requests at the endpoint's limit plus a
-/// safety margin (response times jitter, and a sliding-window limiter refuses a request
-/// that arrives a moment early), slower after a 429.
+/// Per-endpoint adaptive pacing: each request a window (plus the margin) after the
+/// response to the request `n` places earlier, evenly spaced at the limit plus the margin
+/// (never bursting), slower after a 429.
 pub(super) struct Endpoint {
     pace: Mutex<Pace>,
-    /// `requests` per `window` (after the share of the pool), and the margin.
+    /// `requests` per `window` (after the share of the pool).
     limit: RateLimit,
-    margin: f64,
+    /// The limit's window widened by the margin: the least time from a response to the
+    /// request `n` places after it.
+    anchored_window: Duration,
+    /// Woken whenever a response comes back.
+    answers: Notify,
     pub stats: Counters,
 }
 
@@ -94,11 +133,13 @@ impl Endpoint {
                 successes: 0,
                 limiter: limiter_for(base),
                 blocked_until: None,
-                sends: VecDeque::new(),
-                first_answered: false,
+                recent: VecDeque::new(),
+                next_seq: 0,
             }),
             limit,
-            margin,
+            anchored_window: Duration::try_from_secs_f64(limit.per_seconds * (1.0 + margin))
+                .unwrap_or(Duration::ZERO),
+            answers: Notify::new(),
             stats: Counters::default(),
         }
     }
@@ -108,59 +149,98 @@ impl Endpoint {
         self.pace.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn window_requests(&self) -> usize {
+        self.limit.requests.max(1) as usize
+    }
+
+    /// What the next request waits for: a `Retry-After`, or the response to the request
+    /// `n` places before it and a window after that.
+    fn wait_before_send(&self, p: &Pace, now: Instant) -> Wait {
+        if let Some(until) = p.blocked_until.filter(|&b| b > now) {
+            return Wait::Until(until);
+        }
+        let n = self.window_requests();
+        if p.recent.len() < n {
+            return Wait::Nothing;
+        }
+        match p.recent[p.recent.len() - n].answered {
+            None => Wait::Answer,
+            Some(at) if at + self.anchored_window > now => Wait::Until(at + self.anchored_window),
+            Some(_) => Wait::Nothing,
+        }
+    }
+
     /// Without a `Retry-After`: how long until the endpoint's own last requests leave a
-    /// trailing window of the limit (the strictest reading of "N per S seconds").
+    /// trailing window of the limit (the strictest reading of "N per S seconds"), counted
+    /// from their responses like the pace itself.
     pub(super) fn window_wait(&self) -> Duration {
         let p = self.lock();
-        let window = Duration::from_secs_f64(self.limit.per_seconds * (1.0 + self.margin));
-        match p.sends.front() {
-            Some(oldest) if p.sends.len() >= self.limit.requests as usize => {
-                (*oldest + window).saturating_duration_since(Instant::now())
-            }
+        let n = self.window_requests();
+        let oldest = p.recent.len().checked_sub(n).map(|i| p.recent[i].answered);
+        match oldest {
+            Some(Some(at)) => (at + self.anchored_window).saturating_duration_since(Instant::now()),
             _ => p.base.mul_f64(p.slowdown),
         }
     }
 
-    pub(super) async fn acquire(&self) {
+    /// Waits until a request may be sent and reserves its slot; the slot is anchored when
+    /// [`Reservation::answered`] is called, or when the reservation is dropped.
+    pub(super) async fn acquire(&self) -> Reservation<'_> {
         let started = Instant::now();
-        loop {
-            let (limiter, blocked) = {
+        let seq = loop {
+            // Created before the state is read, so an answer in between is not missed.
+            let answered = self.answers.notified();
+            let (limiter, wait) = {
                 let p = self.lock();
-                (p.limiter.clone(), p.blocked_until)
+                (p.limiter.clone(), self.wait_before_send(&p, Instant::now()))
             };
-            if let Some(until) = blocked {
-                let now = Instant::now();
-                if until > now {
-                    tokio::time::sleep(until - now).await;
+            match wait {
+                Wait::Until(until) => {
+                    tokio::time::sleep_until(until.into()).await;
                     continue;
                 }
+                Wait::Answer => {
+                    answered.await;
+                    continue;
+                }
+                Wait::Nothing => {}
             }
             limiter.until_ready().await;
             let mut p = self.lock();
-            p.sends.push_back(Instant::now());
-            while p.sends.len() > self.limit.requests as usize {
-                p.sends.pop_front();
+            // (another request to this endpoint may have taken the slot meanwhile)
+            if !matches!(self.wait_before_send(&p, Instant::now()), Wait::Nothing) {
+                continue;
             }
-            break;
-        }
+            let seq = p.next_seq;
+            p.next_seq += 1;
+            p.recent.push_back(Slot {
+                seq,
+                answered: None,
+            });
+            while p.recent.len() > self.window_requests() {
+                p.recent.pop_front();
+            }
+            break seq;
+        };
         self.stats
             .wait_ms
             .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        Reservation {
+            endpoint: self,
+            seq,
+            open: true,
+        }
     }
 
-    /// A response came back. The endpoint's first request also opened its connection, so
-    /// it may have reached Loop late, and the next one (on a warm connection) early: the
-    /// next one is paced from this response, not from when the first was sent.
-    pub(super) fn answered(&self) {
-        let mut p = self.lock();
-        if p.first_answered {
-            return;
+    fn anchor(&self, seq: u64) {
+        let now = Instant::now();
+        {
+            let mut p = self.lock();
+            if let Some(slot) = p.recent.iter_mut().find(|s| s.seq == seq) {
+                slot.answered.get_or_insert(now);
+            }
         }
-        p.first_answered = true;
-        let next = Instant::now() + p.base.mul_f64(p.slowdown);
-        if p.blocked_until.is_none_or(|b| b < next) {
-            p.blocked_until = Some(next);
-        }
+        self.answers.notify_waiters();
     }
 
     pub(super) fn on_success(&self) {
@@ -186,7 +266,31 @@ impl Endpoint {
     }
 }
 
-/// Why an attempt failed and whether it may be retried.
+/// A request's slot in its endpoint's window, from when it may be sent until its response
+/// comes back. Dropped unanswered (the request failed or was cancelled), it is anchored at
+/// the drop, so the endpoint never waits for an answer that cannot come.
+pub(super) struct Reservation<'a> {
+    endpoint: &'a Endpoint,
+    seq: u64,
+    open: bool,
+}
+
+impl Reservation<'_> {
+    /// The response (or a failure) came back now: the server has counted the request.
+    pub(super) fn answered(mut self) {
+        self.open = false;
+        self.endpoint.anchor(self.seq);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.endpoint.anchor(self.seq);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +323,55 @@ mod tests {
         assert!(
             recovered >= refused * ABOVE_REFUSED_PACE / SLOWDOWN_ON_429 - 1e-9,
             "but not back to the pace that was refused: {recovered}"
+        );
+    }
+
+    /// 2 per 0.2 s, no margin: even spacing 100 ms.
+    fn two_per_200_ms() -> Endpoint {
+        Endpoint::new(
+            RateLimit {
+                requests: 2,
+                per_seconds: 0.2,
+            },
+            0.0,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_a_window_after_the_response_to_the_one_n_places_before_it() {
+        let ep = two_per_200_ms();
+        let first = ep.acquire().await;
+        let second = ep.acquire().await;
+        // The first is still in flight (a server that is slow to count it): the third
+        // waits for its response however long that takes, not for its send plus a window.
+        let third = tokio::time::timeout(Duration::from_millis(400), ep.acquire()).await;
+        assert!(
+            third.is_err(),
+            "sent before the request two earlier was answered"
+        );
+        let answered_at = Instant::now();
+        first.answered();
+        let third = ep.acquire().await;
+        let waited = answered_at.elapsed();
+        assert!(
+            waited >= Duration::from_millis(200) && waited < Duration::from_millis(350),
+            "{waited:?} after the response"
+        );
+        second.answered();
+        third.answered();
+    }
+
+    #[tokio::test]
+    async fn a_request_that_never_answers_still_frees_its_slot() {
+        let ep = two_per_200_ms();
+        let first = ep.acquire().await;
+        let _second = ep.acquire().await;
+        // cancelled or failed without a response: anchored when it is dropped
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(2), ep.acquire()).await;
+        assert!(
+            third.is_ok(),
+            "the endpoint waits for an answer that cannot come"
         );
     }
 

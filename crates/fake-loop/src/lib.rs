@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use data::{Data, Stream};
 pub use distribution::Distribution;
-pub use limiter::LimiterKind;
+pub use limiter::{LimiterKind, ServerJitter};
 pub use seed::{SeedData, SeedError};
 pub use server::{FakeServer, StartError};
 pub use webhooks::{
@@ -121,6 +121,8 @@ pub struct FakeConfig {
     /// Multiplies every limit interval (0.01 = 100x faster).
     pub rate_scale: f64,
     pub retry_after: RetryAfter,
+    /// Delay every API request before it is counted and answered (`None`: at once).
+    pub jitter: Option<ServerJitter>,
     /// Where createdAt/updatedAt fall in the data range.
     pub distribution: Distribution,
     /// This many subscriptions AND this many orders share one updatedAt second (only
@@ -151,6 +153,7 @@ impl Default for FakeConfig {
             limiter: LimiterKind::Gcra,
             rate_scale: 1.0,
             retry_after: RetryAfter::Sometimes,
+            jitter: None,
             distribution: Distribution::Default,
             hot_second_records: 70,
             messy_timestamps: false,

@@ -1,5 +1,6 @@
-//! Per-endpoint rate limiting under three readings of "n requests per W seconds", and
-//! the `Retry-After` text a 429 carries.
+//! Per-endpoint rate limiting under three readings of "n requests per W seconds", when a
+//! request is counted ([`ServerJitter`]: a loaded server counts it a few milliseconds
+//! after it arrived), and the `Retry-After` text a 429 carries.
 //!
 //! Loop states its limits as "2 requests / 3 s" without saying how they are counted.
 //! The readings differ exactly where a well-paced client lives, so the fake can be
@@ -32,6 +33,54 @@ pub enum LimiterKind {
     /// the count resets at each boundary, so 2n requests can pass within a moment
     /// around one.
     FixedWindow,
+}
+
+/// Server-side delay before a request is counted and answered, as a loaded server has (a
+/// pause in its own process, a busy core, a hop behind a load balancer): every request
+/// waits a uniform 0..=`max_delay_ms`, and `stall_percent` % of them `stall_ms` more. The
+/// limiter counts the request after the wait, so a client that spaced its requests
+/// exactly at the limit by when it *sent* them can be refused; it never sees when the
+/// server counted, only that it was before the response came back.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerJitter {
+    pub max_delay_ms: u64,
+    /// Share of requests that stall, in percent (0–100).
+    pub stall_percent: f64,
+    pub stall_ms: u64,
+}
+
+impl Default for ServerJitter {
+    /// The reading the benchmarks use: 0–10 ms per request, 2 % of requests 50 ms more.
+    fn default() -> Self {
+        ServerJitter {
+            max_delay_ms: 10,
+            stall_percent: 2.0,
+            stall_ms: 50,
+        }
+    }
+}
+
+impl ServerJitter {
+    /// The delay of one request, from two uniform draws in [0, 1): `spread` places it in
+    /// 0..=`max_delay_ms`, `stall` below `stall_percent` / 100 adds the stall.
+    pub(crate) fn delay(&self, spread: f64, stall: f64) -> Duration {
+        let base = Duration::from_millis(self.max_delay_ms).mul_f64(spread.clamp(0.0, 1.0));
+        if stall < self.stall_percent / 100.0 {
+            base + Duration::from_millis(self.stall_ms)
+        } else {
+            base
+        }
+    }
+
+    /// A fresh delay for one request.
+    pub(crate) fn sample(&self) -> Duration {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        // (inclusive of the maximum: `random::<f64>()` never reaches 1)
+        let spread = rng.random_range(0.0..=1.0);
+        self.delay(spread, rng.random())
+    }
 }
 
 /// A limit of `requests` per `window`.
@@ -343,6 +392,31 @@ mod tests {
         for _ in 0..10 {
             assert!(refused(l.check("k", lim, at(0))).is_none());
         }
+    }
+
+    #[test]
+    fn server_jitter_spreads_delays_up_to_its_maximum_and_stalls_the_given_share() {
+        let j = ServerJitter::default();
+        assert_eq!(j.delay(0.0, 0.5), Duration::ZERO);
+        assert_eq!(j.delay(1.0, 0.5), Duration::from_millis(10));
+        assert_eq!(j.delay(0.5, 0.5), Duration::from_millis(5));
+        // a draw below 2 % stalls
+        assert_eq!(j.delay(0.0, 0.019), Duration::from_millis(50));
+        assert_eq!(j.delay(0.0, 0.02), Duration::ZERO);
+        let samples: Vec<Duration> = (0..5000).map(|_| j.sample()).collect();
+        assert!(samples.iter().all(|d| *d <= Duration::from_millis(60)));
+        let stalled = samples
+            .iter()
+            .filter(|d| **d >= Duration::from_millis(50))
+            .count();
+        // 2 % of 5 000 is 100; far outside this is a broken draw, not bad luck
+        assert!((40..=180).contains(&stalled), "{stalled} stalls");
+        let none = ServerJitter {
+            max_delay_ms: 0,
+            stall_percent: 0.0,
+            stall_ms: 50,
+        };
+        assert!((0..100).all(|_| none.sample().is_zero()));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use fake_loop::{
     Counts, DeliveryPlan, Distribution, FakeConfig, FakeServer, FilterBounds, LimiterKind,
-    PageOrder, RetryAfter, SeedData, SignatureEncoding, WebhookTarget,
+    PageOrder, RetryAfter, SeedData, ServerJitter, SignatureEncoding, WebhookTarget,
 };
 
 #[derive(Parser, Debug)]
@@ -73,6 +73,20 @@ struct Args {
     /// request would be accepted).
     #[arg(long, value_enum, default_value_t = RetryAfter::Sometimes)]
     retry_after: RetryAfter,
+    /// Delay every API request before it is counted and answered, as a loaded server
+    /// does: 0 to --jitter-max-ms, and --jitter-stall-percent of requests
+    /// --jitter-stall-ms more (defaults 10 ms, 2 %, 50 ms).
+    #[arg(long)]
+    jitter: bool,
+    /// Largest per-request delay with --jitter (uniform from 0).
+    #[arg(long, value_name = "MS", default_value_t = ServerJitter::default().max_delay_ms)]
+    jitter_max_ms: u64,
+    /// Share of requests that stall with --jitter, in percent.
+    #[arg(long, value_name = "PERCENT", default_value_t = ServerJitter::default().stall_percent)]
+    jitter_stall_percent: f64,
+    /// How long a stall lasts with --jitter.
+    #[arg(long, value_name = "MS", default_value_t = ServerJitter::default().stall_ms)]
+    jitter_stall_ms: u64,
     /// Where updatedAt (createdAt of activity logs) of subscriptions, orders and
     /// activity logs falls in the two years before --data-end.
     #[arg(long, value_enum, default_value_t = Distribution::Default)]
@@ -141,6 +155,11 @@ impl Args {
             limiter: self.limiter,
             rate_scale: self.rate_scale,
             retry_after: self.retry_after,
+            jitter: self.jitter.then_some(ServerJitter {
+                max_delay_ms: self.jitter_max_ms,
+                stall_percent: self.jitter_stall_percent,
+                stall_ms: self.jitter_stall_ms,
+            }),
             distribution: self.distribution,
             hot_second_records: self.hot_second_records,
             messy_timestamps: self.messy_timestamps,
@@ -157,6 +176,12 @@ impl Args {
             }),
             ..FakeConfig::default()
         };
+        if !(0.0..=100.0).contains(&self.jitter_stall_percent) {
+            anyhow::bail!(
+                "--jitter-stall-percent {} is not a share of requests: use 0 to 100",
+                self.jitter_stall_percent
+            );
+        }
         if let Some(end) = self.data_end {
             cfg.data_end = end;
         }
@@ -315,6 +340,38 @@ mod tests {
         assert_eq!(cfg.retry_after, RetryAfter::Sometimes);
         assert_eq!(cfg.distribution, Distribution::Default);
         assert_eq!(cfg.hot_second_records, 70);
+        assert_eq!(cfg.jitter, None, "no server-side delay unless asked");
+    }
+
+    #[test]
+    fn jitter_flags_map_onto_the_server_jitter() {
+        let parse = |args: &[&str]| {
+            Args::try_parse_from([&["fake-loop"], args].concat())
+                .expect("valid flags")
+                .config()
+        };
+        let on = parse(&["--jitter"]).expect("config");
+        assert_eq!(on.jitter, Some(ServerJitter::default()));
+        let tuned = parse(&[
+            "--jitter",
+            "--jitter-max-ms",
+            "30",
+            "--jitter-stall-percent",
+            "5",
+            "--jitter-stall-ms",
+            "200",
+        ])
+        .expect("config");
+        assert_eq!(
+            tuned.jitter,
+            Some(ServerJitter {
+                max_delay_ms: 30,
+                stall_percent: 5.0,
+                stall_ms: 200
+            })
+        );
+        let bad = parse(&["--jitter", "--jitter-stall-percent", "150"]);
+        assert!(bad.is_err());
     }
 
     #[test]

@@ -570,6 +570,13 @@ async fn api_answer(shared: Arc<Shared>, req: Request) -> Response {
     let known = VERSIONS.contains(&version)
         && method == Method::GET
         && !(version == "2026-04" && endpoint == "/order");
+    // A loaded server's delay comes before the count: the limiter sees the request late.
+    if let Some(jitter) = &shared.cfg.jitter {
+        let delay = jitter.sample();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
     let d = decide(&shared, &key, token, known);
     for m in &d.mutations {
         shared.mutate(m);

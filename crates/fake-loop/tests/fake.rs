@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 use chrono::DateTime;
 use fake_loop::{
     Counts, FakeConfig, FakeServer, Fault, FaultKind, FilterBounds, LimiterKind, Mutation,
-    PageOrder, RetryAfter,
+    PageOrder, RetryAfter, ServerJitter,
 };
 use serde_json::Value;
 
@@ -337,6 +337,46 @@ async fn the_limiter_kind_decides_the_wait_a_429_reports() {
     // A fixed window waits for the next calendar 3 s boundary, whenever that is.
     let fixed = wait(LimiterKind::FixedWindow).await;
     assert!(fixed > 0.0 && fixed <= 3.0, "{fixed}");
+}
+
+#[tokio::test]
+async fn jitter_delays_a_request_and_the_limiter_counts_it_only_after_the_delay() {
+    // Every request stalls 300 ms and nothing else, so the test knows when.
+    let srv = FakeServer::start(FakeConfig {
+        rate_limits: true,
+        limiter: LimiterKind::SlidingWindow,
+        retry_after: RetryAfter::Always,
+        jitter: Some(ServerJitter {
+            max_delay_ms: 0,
+            stall_percent: 100.0,
+            stall_ms: 300,
+        }),
+        ..cfg()
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/customer", srv.base_url);
+    let sent = Instant::now();
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { get(&url).await.status() }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // arrived, but not counted yet: neither in the stats nor by the limiter (one lock)
+    assert_eq!(srv.stats().requests.get("/customer"), None);
+    assert_eq!(first.await.unwrap(), 200);
+    assert!(sent.elapsed() >= Duration::from_millis(300));
+    assert_eq!(srv.stats().requests.get("/customer"), Some(&1));
+    // a second request sent at once is refused when it is counted, itself 300 ms late:
+    // 1 s after the first one's count less at least those 300 ms
+    let r = get(&url).await;
+    assert_eq!(r.status(), 429);
+    let wait: f64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait > 0.0 && wait <= 0.701, "{wait}");
 }
 
 #[tokio::test]
