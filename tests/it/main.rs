@@ -8,6 +8,7 @@ mod cli;
 mod efficiency;
 mod faults;
 mod incremental;
+mod layout;
 mod load;
 mod metrics;
 mod normalization;
