@@ -966,13 +966,12 @@ def main() -> None:
         print("series (the distribution over runs, not the best run; targets: wall/min <= 1.08, "
               "at most one 429 per endpoint per run):")
         print(series_markdown(series))
-    if not single:
-        print(f"\ntotal {total:.0f}s; scale {a.scale:g}; load average now {os.getloadavg()[0]:.2f}")
     print()
     print("side by side (target <= %.2f; wall/min only where rate-limited; loop = source-loop, decl = "
           "the declarative source without its api_budget, decl+budget = with it):" % TARGET)
     print(side_by_side(single, labels))
-    print(f"\ntotal {total:.0f}s; scale {a.scale:g}" + "".join("; " + n for n in notes))
+    print(f"\ntotal {total:.0f}s; scale {a.scale:g}; load average now {os.getloadavg()[0]:.2f}"
+          + "".join("; " + n for n in notes))
     cdk = None
     if venv is not None:
         cdk = subprocess.run([str(venv / "bin" / "python"), "-c",
@@ -989,7 +988,7 @@ def main() -> None:
         a.json.write_text(json.dumps(doc, indent=1))
         log(f"wrote {a.json}")
     if a.markdown:
-        a.markdown.write_text(markdown(dict(doc, scenarios=single), labels)
+        a.markdown.write_text((markdown(dict(doc, scenarios=single), labels) if single else "")
                               + ("\n" + series_markdown(series) if series else ""))
         log(f"wrote {a.markdown}")
 
