@@ -146,7 +146,10 @@ impl Spill {
         let pending_from = self.end - self.pending.len() as u64;
         if offset >= pending_from {
             let start = (offset - pending_from) as usize;
-            let src = self.pending.get(start..start + bytes.len()).ok_or_else(corrupt)?;
+            let src = self
+                .pending
+                .get(start..start + bytes.len())
+                .ok_or_else(corrupt)?;
             bytes.copy_from_slice(src);
         } else {
             let f = self.file.as_ref().ok_or_else(corrupt)?;
@@ -302,7 +305,10 @@ mod tests {
             .collect();
         let out = emitted(&versions, 0, &mut spill);
         assert_eq!(out.len(), 50);
-        assert!(spill.file.is_some(), "records past the bound went to a file");
+        assert!(
+            spill.file.is_some(),
+            "records past the bound went to a file"
+        );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 

@@ -68,8 +68,8 @@ pub(super) async fn read(
         .collect();
     let page_size = engine.client.page_size();
     let mut planner = Planner::new(config.window_target_pages, page_size, st.cursor.is_some());
-    let held_budget = usize::try_from(config.held_memory_mb.saturating_mul(1024 * 1024))
-        .unwrap_or(usize::MAX);
+    let held_budget =
+        usize::try_from(config.held_memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
     let mut spill = Spill::new(config.spill_dir.clone().unwrap_or_else(std::env::temp_dir));
     let mut checkpoints = Checkpoints {
         every: engine.config.sync.checkpoint_interval_records,
