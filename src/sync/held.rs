@@ -189,7 +189,7 @@ impl<'s> HeldRecords<'s> {
 
     /// A version at `at_ms` would replace nothing newer.
     pub(super) fn is_newer(&self, id: &str, at_ms: i64) -> bool {
-        !self.records.get(id).is_some_and(|(held, _)| *held >= at_ms)
+        self.records.get(id).is_none_or(|(held, _)| *held < at_ms)
     }
 
     /// Hold `data` as `id`'s newest version (the caller checked [`Self::is_newer`]). A
