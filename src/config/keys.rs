@@ -65,12 +65,21 @@ pub const RETRY_MAX_ELAPSED_SECONDS: IntKey = IntKey {
     default: 900,
 };
 /// Pages a window aims at: each window costs about one request more than its pages (the
-/// check), and holds up to four times this many pages of records until it is verified.
+/// check), and holds up to four times this many pages of records until it is verified
+/// (past `held_memory_mb`, in a temporary file).
 pub const WINDOW_TARGET_PAGES: IntKey = IntKey {
     key: "window_target_pages",
     min: 1,
     max: 1000,
     default: 100,
+};
+/// Record bytes a stream's window holds in memory until it is verified; past them, records
+/// wait in an unlinked temporary file in `spill_dir` (0: every held record does).
+pub const HELD_MEMORY_MB: IntKey = IntKey {
+    key: "held_memory_mb",
+    min: 0,
+    max: 4096,
+    default: 4,
 };
 /// A STATE after at most this many records: a kill re-sends at most this many.
 pub const CHECKPOINT_INTERVAL_RECORDS: IntKey = IntKey {

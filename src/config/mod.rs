@@ -117,6 +117,11 @@ pub struct SyncSettings {
     pub filter_bounds: FilterBounds,
     pub window_target_pages: u32,
     pub checkpoint_interval_records: u64,
+    /// Record bytes one stream's window keeps in memory; the rest waits in `spill_dir`.
+    pub held_memory_mb: u64,
+    /// Where windows past `held_memory_mb` keep their records (None: the system's
+    /// temporary directory).
+    pub spill_dir: Option<PathBuf>,
     pub clock_skew: Duration,
     pub on_invalid_record: OnInvalidRecord,
     /// Validate records against the stream schemas (benchmarks turn it off).
@@ -351,6 +356,8 @@ fn read_sync(r: &mut Reader) -> Option<SyncSettings> {
     let filter_bounds = r.choice(&EPOCH_FILTER_BOUNDS);
     let window_target_pages = r.integer(&WINDOW_TARGET_PAGES) as u32;
     let checkpoint_interval_records = r.integer(&CHECKPOINT_INTERVAL_RECORDS);
+    let held_memory_mb = r.integer(&HELD_MEMORY_MB);
+    let spill_dir = read_spill_dir(r);
     let clock_skew = Duration::from_secs(r.integer(&CLOCK_SKEW_SECONDS));
     let on_invalid_record = r.choice(&ON_INVALID_RECORD);
     let validate_records = r.boolean("validate_records", true);
@@ -361,12 +368,31 @@ fn read_sync(r: &mut Reader) -> Option<SyncSettings> {
         filter_bounds,
         window_target_pages,
         checkpoint_interval_records,
+        held_memory_mb,
+        spill_dir,
         clock_skew,
         on_invalid_record,
         validate_records,
         money_unit,
         money_type,
     })
+}
+
+/// `spill_dir` must be a directory now, not when the first large window needs it.
+fn read_spill_dir(r: &mut Reader) -> Option<PathBuf> {
+    let s = r.string(
+        "spill_dir",
+        "; a directory for the temporary file of windows past `held_memory_mb`",
+    )?;
+    let dir = PathBuf::from(&s);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        r.problem(format!(
+            "`spill_dir` {s:?} is not a directory; create it, or leave `spill_dir` out to use the system's temporary directory"
+        ));
+        None
+    }
 }
 
 fn read_webhooks(r: &mut Reader) -> WebhookSettings {
@@ -711,6 +737,7 @@ mod tests {
             (&props["request_timeout_seconds"], REQUEST_TIMEOUT_SECONDS),
             (&props["max_concurrent_streams"], MAX_CONCURRENT_STREAMS),
             (&props["window_target_pages"], WINDOW_TARGET_PAGES),
+            (&props["held_memory_mb"], HELD_MEMORY_MB),
             (
                 &props["checkpoint_interval_records"],
                 CHECKPOINT_INTERVAL_RECORDS,

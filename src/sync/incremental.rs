@@ -2,7 +2,8 @@
 //! records move under the pages, with as few requests as the data allows.
 //!
 //! A window's records are held back until its read is verified (one page, or a check
-//! that found nothing moved), then emitted in cursor order with a checkpoint every
+//! that found nothing moved; in memory up to a bound, then in a temporary file: `held`),
+//! then emitted in cursor order with a checkpoint every
 //! `checkpoint_interval_records`: a kill re-sends at most that many records, however
 //! large the window. Window size is chosen by a [`Planner`] from the density seen so far;
 //! when that estimate is uncertain, one probe request (page `cap + 1`) tells whether the
@@ -12,7 +13,6 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use serde_json::value::RawValue;
 
 use crate::config::FilterBounds;
 use crate::event::Level;
@@ -21,6 +21,7 @@ use crate::state::{id_key, StreamState};
 use crate::streams::Windowed;
 
 use super::emit::Emitter;
+use super::held::{HeldRecords, Ready, Spill};
 use super::pager::{fixed_params, EarliestPage, Pager};
 use super::planner::{Planner, WindowPlan};
 use super::{Engine, SyncError};
@@ -67,6 +68,9 @@ pub(super) async fn read(
         .collect();
     let page_size = engine.client.page_size();
     let mut planner = Planner::new(config.window_target_pages, page_size, st.cursor.is_some());
+    let held_budget =
+        usize::try_from(config.held_memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+    let mut spill = Spill::new(config.spill_dir.clone().unwrap_or_else(std::env::temp_dir));
     let mut checkpoints = Checkpoints {
         every: engine.config.sync.checkpoint_interval_records,
         since_last: 0,
@@ -86,7 +90,7 @@ pub(super) async fn read(
     while lo <= upper {
         let plan = planner.plan(lo, upper);
         let requests_before = engine.client.endpoint_stats(w.endpoint.path).requests;
-        let mut window = Window::new(engine, w, lo, plan.hi);
+        let window = Window::new(engine, w, lo, plan.hi, held_budget, &mut spill)?;
         let live_second = lo == plan.hi && plan.hi + window.padding() >= upper;
         match window.read(em, &plan, live_second).await? {
             WindowOutcome::Busy if live_second => {
@@ -149,7 +153,7 @@ pub(super) async fn read(
                     if already.contains(&(r.id.clone(), r.at_ms)) {
                         continue;
                     }
-                    em.emit_prepared(r.data).await?;
+                    em.emit_prepared(spill.load(r.data)?).await?;
                     st.advance(r.id, r.at_ms);
                     checkpoints.after_record(em, &st).await?;
                 }
@@ -218,16 +222,9 @@ impl Checkpoints {
     }
 }
 
-/// One record of a verified window, ready to emit.
-struct Held {
-    id: String,
-    at_ms: i64,
-    data: Box<RawValue>,
-}
-
 enum WindowOutcome {
     /// Verified: its records in cursor order, and the pages its records filled.
-    Done { records: Vec<Held>, pages: u32 },
+    Done { records: Vec<Ready>, pages: u32 },
     /// Holds more than `more_than_pages`: read it in smaller windows.
     Split { more_than_pages: u32 },
     /// Kept changing while paged: read it in smaller windows.
@@ -236,28 +233,35 @@ enum WindowOutcome {
 
 /// One window `[lo, hi]` being read: what the server's filtered set showed (and on which
 /// page), and the newest version of each record in the window, held until verified.
-struct Window<'a> {
+struct Window<'a, 's> {
     engine: &'a Engine,
     w: &'a Windowed,
     lo: i64,
     hi: i64,
     seen: Seen,
-    held: HashMap<String, (i64, Option<Box<RawValue>>)>,
+    held: HeldRecords<'s>,
     /// Loop's clock when the window's paging started.
     paging_start: Option<DateTime<Utc>>,
 }
 
-impl<'a> Window<'a> {
-    fn new(engine: &'a Engine, w: &'a Windowed, lo: i64, hi: i64) -> Self {
-        Window {
+impl<'a, 's> Window<'a, 's> {
+    fn new(
+        engine: &'a Engine,
+        w: &'a Windowed,
+        lo: i64,
+        hi: i64,
+        held_budget: usize,
+        spill: &'s mut Spill,
+    ) -> Result<Self, SyncError> {
+        Ok(Window {
             engine,
             w,
             lo,
             hi,
             seen: Seen::new(),
-            held: HashMap::new(),
+            held: HeldRecords::new(held_budget, spill)?,
             paging_start: None,
-        }
+        })
     }
 
     fn contains_sec(&self, sec: i64) -> bool {
@@ -293,16 +297,15 @@ impl<'a> Window<'a> {
         if !self.contains_sec(t.div_euclid(1000)) {
             return Ok(());
         }
-        if self.held.get(&id).is_some_and(|(held_t, _)| *held_t >= t) {
+        if !self.held.is_newer(&id, t) {
             return Ok(());
         }
         let data = em.prepare(rec).await?;
-        self.held.insert(id, (t, data));
-        Ok(())
+        Ok(self.held.hold(id, t, data)?)
     }
 
     async fn read(
-        &mut self,
+        mut self,
         em: &mut Emitter,
         plan: &WindowPlan,
         live_second: bool,
@@ -373,12 +376,12 @@ impl<'a> Window<'a> {
                 }
             }
             if from_page == 1 && pass_pages == 1 {
-                return Ok(self.done(last_page));
+                return self.done(last_page);
             }
             let mut changed_from = self.check(em).await?;
             changed_from.merge(moved_from);
             let Some(k) = changed_from.get() else {
-                return Ok(self.done(last_page));
+                return self.done(last_page);
             };
             em.report.rereads += 1;
             if (splittable && attempt >= SPLIT_AFTER_READS)
@@ -408,13 +411,9 @@ impl<'a> Window<'a> {
     }
 
     /// The verified window's records in cursor order.
-    fn done(&mut self, pages: u32) -> WindowOutcome {
-        let mut records: Vec<Held> = std::mem::take(&mut self.held)
-            .into_iter()
-            .filter_map(|(id, (at_ms, data))| data.map(|data| Held { id, at_ms, data }))
-            .collect();
-        records.sort_by(|a, b| (a.at_ms, &a.id).cmp(&(b.at_ms, &b.id)));
-        WindowOutcome::Done { records, pages }
+    fn done(self, pages: u32) -> Result<WindowOutcome, SyncError> {
+        let records = self.held.into_cursor_order()?;
+        Ok(WindowOutcome::Done { records, pages })
     }
 
     /// Everything updated since paging started. Returns the first page to re-read if a

@@ -20,7 +20,10 @@
 //!   stable (bounded attempts), except the sync's own start second, which is left to the
 //!   next sync when it keeps changing (changes made after the start land there).
 //!
-//! A window's records are held until it is verified, then emitted in cursor order. The
+//! A window's records are held until it is verified, then emitted in cursor order: in
+//! memory up to `held_memory_mb` of record bytes per stream, past that in an unlinked
+//! temporary file in `spill_dir` (`held`), so memory is bounded by a setting, not by the
+//! window caps or the data; records come back from the file byte for byte. The
 //! stream's STATE moves to the newest instant emitted, with the record versions emitted
 //! in that second, after every `checkpoint_interval_records` records and after each
 //! window: a STATE never claims a record that was not emitted, and the next sync re-reads
@@ -37,6 +40,7 @@
 
 mod emit;
 mod full_refresh;
+mod held;
 mod incremental;
 mod journal;
 mod pager;
@@ -94,6 +98,8 @@ pub enum SyncError {
         #[source]
         source: loop_webhooks::journal::JournalError,
     },
+    #[error(transparent)]
+    Spill(#[from] held::SpillError),
     #[error("cannot serialize a record: {0}")]
     Serialize(#[source] serde_json::Error),
     #[error("the output was closed")]
@@ -110,6 +116,7 @@ impl SyncError {
             SyncError::Unstable { .. } => FailureType::Transient,
             SyncError::Schema(_)
             | SyncError::Journal { .. }
+            | SyncError::Spill(_)
             | SyncError::Serialize(_)
             | SyncError::OutputClosed => FailureType::System,
         }

@@ -6,8 +6,8 @@
 /// A window that reaches this many times its target pages is probed (page `hard cap + 1`)
 /// before it is read further ...
 const SOFT_CAP_TARGETS: u32 = 2;
-/// ... and split when it holds more than this many times its target pages (memory: the
-/// window's records are held until it is verified).
+/// ... and split when it holds more than this many times its target pages (the window's
+/// records are held until it is verified: in memory up to `held_memory_mb`, then on disk).
 const HARD_CAP_TARGETS: u32 = 4;
 /// An oversized window's successor aims at this share of what the probe proved is there
 /// (records are rarely spread evenly: aim a little short rather than over the cap).

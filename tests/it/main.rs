@@ -15,4 +15,5 @@ mod normalization;
 mod receiver_limits;
 mod reconcile;
 mod singer;
+mod spill;
 mod webhooks;
