@@ -107,49 +107,68 @@ fn an_incremental_sync_reads_only_what_changed() {
     }
 }
 
+/// Every limiter kind Loop's may be.
+const LIMITER_KINDS: [LimiterKind; 3] = [
+    LimiterKind::Gcra,
+    LimiterKind::SlidingWindow,
+    LimiterKind::FixedWindow,
+];
+
+/// A fake at Loop's limits × `scale` under `limiter`, counting each request after a jitter
+/// (0-10 ms, 2 % of requests 50 ms more) as a loaded server does; and a read of all five
+/// streams configured at those limits, with `extra` config. Returns the read and the fake.
+fn read_at_loop_limits_with_jitter(
+    limiter: LimiterKind,
+    scale: f64,
+    counts: fake_loop::Counts,
+    extra: serde_json::Value,
+) -> (Run, fake_loop::FakeServer) {
+    let server = fake(FakeConfig {
+        limiter,
+        rate_limits: true,
+        rate_scale: scale,
+        retry_after: RetryAfter::RoundedUp,
+        jitter: Some(ServerJitter::default()),
+        counts,
+        ..FakeConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let limit = |requests: u32, per: f64| json!({"requests": requests, "per_seconds": per * scale});
+    let mut config = json!({
+        "rate_limits": {
+            "subscription": limit(2, 3.0), "order": limit(2, 3.0),
+            "activityLog": limit(2, 3.0), "customer": limit(1, 1.0),
+            "product": limit(6, 1.0),
+        },
+    });
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        config[k] = v.clone();
+    }
+    write_config(dir.path(), &server, config);
+    write_catalog(dir.path(), ALL);
+    let r = read(dir.path(), None);
+    assert_eq!(r.code, Some(0), "{limiter:?}: {:?}", r.errors());
+    (r, server)
+}
+
 #[test]
 fn no_429_at_the_configured_limits_under_every_limiter_kind() {
-    let scale = 0.2;
-    for limiter in [
-        LimiterKind::Gcra,
-        LimiterKind::SlidingWindow,
-        LimiterKind::FixedWindow,
-    ] {
-        let server = fake(FakeConfig {
+    for limiter in LIMITER_KINDS {
+        let counts = fake_loop::Counts {
+            subscriptions: 160,
+            orders: 160,
+            customers: 120,
+            products: 20,
+            activity_logs: 160,
+        };
+        // a loaded CI machine jitters by milliseconds, a lot against 20 ms (the customers
+        // endpoint: 1 per 0.2 s, no burst): a wider margin than Loop needs
+        let (_, server) = read_at_loop_limits_with_jitter(
             limiter,
-            rate_limits: true,
-            rate_scale: scale,
-            retry_after: RetryAfter::RoundedUp,
-            jitter: Some(ServerJitter::default()),
-            counts: fake_loop::Counts {
-                subscriptions: 160,
-                orders: 160,
-                customers: 120,
-                products: 20,
-                activity_logs: 160,
-            },
-            ..FakeConfig::default()
-        });
-        let dir = tempfile::tempdir().unwrap();
-        let limit =
-            |requests: u32, per: f64| json!({"requests": requests, "per_seconds": per * scale});
-        write_config(
-            dir.path(),
-            &server,
-            json!({
-                "rate_limits": {
-                    "subscription": limit(2, 3.0), "order": limit(2, 3.0),
-                    "activityLog": limit(2, 3.0), "customer": limit(1, 1.0),
-                    "product": limit(6, 1.0),
-                },
-                // a loaded CI machine jitters by milliseconds, a lot against 20 ms (the
-                // customers endpoint: 1 per 0.2 s, no burst): a wider margin than Loop needs
-                "rate_limit_margin": 0.1,
-            }),
+            0.2,
+            counts,
+            json!({"rate_limit_margin": 0.1}),
         );
-        write_catalog(dir.path(), ALL);
-        let r = read(dir.path(), None);
-        assert_eq!(r.code, Some(0), "{limiter:?}: {:?}", r.errors());
         let stats = server.stats();
         assert_eq!(
             stats.rate_limited, 0,
@@ -164,47 +183,17 @@ fn no_429_storm_under_server_jitter_with_every_limiter_kind() {
     // Loop's limits x0.1 (subscription 2 per 0.3 s, customer 1 per 0.1 s), the default
     // margin, and a server that counts each request 0-10 ms late, 2 % of them 50 ms more:
     // paced from sends, a sliding window refuses about one request in twelve here.
-    let scale = 0.1;
-    for limiter in [
-        LimiterKind::Gcra,
-        LimiterKind::SlidingWindow,
-        LimiterKind::FixedWindow,
-    ] {
-        let server = fake(FakeConfig {
-            limiter,
-            rate_limits: true,
-            rate_scale: scale,
-            retry_after: RetryAfter::RoundedUp,
-            jitter: Some(ServerJitter::default()),
-            counts: fake_loop::Counts {
-                subscriptions: 200,
-                orders: 200,
-                customers: 200,
-                products: 60,
-                activity_logs: 200,
-            },
-            ..FakeConfig::default()
-        });
-        let dir = tempfile::tempdir().unwrap();
-        let limit =
-            |requests: u32, per: f64| json!({"requests": requests, "per_seconds": per * scale});
-        write_config(
-            dir.path(),
-            &server,
-            json!({
-                "rate_limits": {
-                    "subscription": limit(2, 3.0), "order": limit(2, 3.0),
-                    "activityLog": limit(2, 3.0), "customer": limit(1, 1.0),
-                    "product": limit(6, 1.0),
-                },
-                // pages of 10: about 20 requests per endpoint
-                "page_size": 10,
-                "validate_records": false,
-            }),
-        );
-        write_catalog(dir.path(), ALL);
-        let r = read(dir.path(), None);
-        assert_eq!(r.code, Some(0), "{limiter:?}: {:?}", r.errors());
+    for limiter in LIMITER_KINDS {
+        let counts = fake_loop::Counts {
+            subscriptions: 200,
+            orders: 200,
+            customers: 200,
+            products: 60,
+            activity_logs: 200,
+        };
+        // pages of 10: about 20 requests per endpoint
+        let extra = json!({"page_size": 10, "validate_records": false});
+        let (_, server) = read_at_loop_limits_with_jitter(limiter, 0.1, counts, extra);
         let stats = server.stats();
         let requests: u64 = stats.requests.values().sum();
         assert!(requests >= 90, "{limiter:?}: {requests} requests");
