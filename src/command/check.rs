@@ -13,15 +13,10 @@ use crate::run;
 pub fn check(config: &[PathBuf]) -> ExitStatus {
     let status = match inputs::load_config(config) {
         Err(e) => connection_status(false, &e.to_string()),
-        Ok(config) => {
-            for w in &config.warnings {
-                crate::output::warning_line(w);
-            }
-            match run::check(config) {
-                Ok(()) => connection_status(true, "connected to Loop and listed subscriptions"),
-                Err(e) => connection_status(false, &e.to_string()),
-            }
-        }
+        Ok(config) => match run::check(config) {
+            Ok(()) => connection_status(true, "connected to Loop and listed subscriptions"),
+            Err(e) => connection_status(false, &e.to_string()),
+        },
     };
     printed(print_message(&status))
 }

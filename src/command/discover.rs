@@ -10,15 +10,10 @@ use crate::event::FailureType;
 
 pub fn discover(config: &[PathBuf]) -> ExitStatus {
     match inputs::load_config(config) {
-        Ok(c) => {
-            for w in &c.warnings {
-                crate::output::warning_line(w);
-            }
-            printed(print_message(&catalog_message(
-                c.webhooks.journal_path.is_some(),
-                c.sync.money_type,
-            )))
-        }
+        Ok(c) => printed(print_message(&catalog_message(
+            c.webhooks.journal_path.is_some(),
+            c.sync.money_type,
+        ))),
         Err(e) => {
             let _ = print_error(&e.to_string(), FailureType::Config);
             ExitStatus::Usage

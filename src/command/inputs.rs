@@ -119,22 +119,36 @@ fn merged_config(paths: &[PathBuf]) -> Result<Map<String, Value>, InputError> {
 }
 
 /// The connector's config (the API token required), from one or more files. Its warnings
-/// (unknown keys, with a suggestion) are in `Config::warnings`, for the command to show.
+/// (unknown keys, with a suggestion) are shown on stderr, and kept in `Config::warnings`.
 pub fn load_config(paths: &[PathBuf]) -> Result<Config, InputError> {
     let merged = merged_config(paths)?;
-    Config::from_value(&Value::Object(merged)).map_err(|source| InputError::Config {
-        files: file_list(paths),
-        source,
-    })
+    let config =
+        Config::from_value(&Value::Object(merged)).map_err(|source| InputError::Config {
+            files: file_list(paths),
+            source,
+        })?;
+    show_warnings(&config.warnings);
+    Ok(config)
+}
+
+/// A config's warnings, one stderr line each (`source-loop: warning: …`, `tap-loop: …`).
+fn show_warnings(warnings: &[String]) {
+    for w in warnings {
+        crate::output::warning_line(w);
+    }
 }
 
 /// The receiver's config (`serve`): the same file, the API token not required.
 pub fn load_receiver_config(paths: &[PathBuf]) -> Result<ReceiverConfig, InputError> {
     let merged = merged_config(paths)?;
-    ReceiverConfig::from_value(&Value::Object(merged)).map_err(|source| InputError::Config {
-        files: file_list(paths),
-        source,
-    })
+    let config = ReceiverConfig::from_value(&Value::Object(merged)).map_err(|source| {
+        InputError::Config {
+            files: file_list(paths),
+            source,
+        }
+    })?;
+    show_warnings(&config.warnings);
+    Ok(config)
 }
 
 /// An Airbyte configured catalog.

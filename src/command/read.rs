@@ -30,9 +30,6 @@ fn request(args: &ReadArgs) -> Result<ReadRequest, inputs::InputError> {
         .iter()
         .map(|w| (Level::Warn, w.clone()))
         .collect();
-    for w in &config.warnings {
-        crate::output::warning_line(w);
-    }
     let state = match args.state.as_deref() {
         None => Default::default(),
         Some(p) => match inputs::load_state(p)? {

@@ -29,9 +29,6 @@ pub fn reconcile(args: &ReconcileArgs) -> ExitStatus {
             return ExitStatus::Usage;
         }
     };
-    for w in &config.warnings {
-        crate::output::warning_line(w);
-    }
     let report = match Options::parse(args.since.as_deref(), Some(&args.streams), args.repair)
         .and_then(|options| compare_and_repair(&config, &options))
     {

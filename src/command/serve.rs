@@ -31,9 +31,6 @@ pub fn serve(args: &ServeArgs) -> ExitStatus {
             return ExitStatus::Usage;
         }
     };
-    for w in &config.warnings {
-        crate::output::warning_line(w);
-    }
     let mut settings = config.webhooks;
     if let Ok(list) = std::env::var(SECRETS_ENV) {
         settings.add_secrets_from_list(&list);

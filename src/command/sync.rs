@@ -74,9 +74,6 @@ pub fn sync(args: &SyncArgs) -> ExitStatus {
 fn prepare(args: &SyncArgs) -> Result<(ReadRequest, Loader, String), SetupError> {
     let target = Target::parse(&args.into)?;
     let config = inputs::load_config(std::slice::from_ref(&args.config))?;
-    for w in &config.warnings {
-        crate::output::warning_line(w);
-    }
     let journal = config.webhooks.journal_path.is_some();
     // the catalog format is the one the project already reads (a configured catalog)
     let selected = match &args.catalog {

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::inputs::{self, InputError};
 use super::read::stdout_status;
-use super::ExitStatus;
+use super::{printed, ExitStatus};
 use crate::event::{FailureType, Level};
 use crate::formats::bookmarks::Bookmarks;
 use crate::output::{stdout_line_batch, WholeLines};
@@ -83,30 +83,11 @@ fn input_failed(e: &InputError) -> ExitStatus {
     ExitStatus::Usage
 }
 
-/// The config, its warnings shown where Meltano shows the tap's logs.
-fn load_config(paths: &[PathBuf]) -> Result<crate::config::Config, InputError> {
-    let config = inputs::load_config(paths)?;
-    for w in &config.warnings {
-        log_line("warning", w);
-    }
-    Ok(config)
-}
-
 fn print_json(v: &Value) -> io::Result<()> {
     let mut out = io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
     out.write_all(b"\n")?;
     out.flush()
-}
-
-fn printed(result: io::Result<()>) -> ExitStatus {
-    match result {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-            log_line("error", &format!("cannot write to stdout: {e}"));
-            ExitStatus::Failure
-        }
-        _ => ExitStatus::Success,
-    }
 }
 
 fn about(format: AboutFormat) -> ExitStatus {
@@ -121,7 +102,7 @@ fn about(format: AboutFormat) -> ExitStatus {
 }
 
 fn discover(config: &[PathBuf]) -> ExitStatus {
-    match load_config(config) {
+    match inputs::load_config(config) {
         Ok(c) => printed(print_json(&discovered_catalog(
             c.webhooks.journal_path.is_some(),
             c.sync.money_type,
@@ -134,7 +115,7 @@ fn discover(config: &[PathBuf]) -> ExitStatus {
 fn read_inputs(
     args: &Args,
 ) -> Result<(crate::config::Config, ParsedCatalog, Bookmarks), InputError> {
-    let config = load_config(&args.config)?;
+    let config = inputs::load_config(&args.config)?;
     let catalog = match args.catalog.as_ref().or(args.properties.as_ref()) {
         Some(path) => {
             let parsed = inputs::load_singer_catalog(path)?;
